@@ -1,0 +1,185 @@
+"""The `slimsearch` command: run, front, report, export, demo.
+
+Everything heavy (torch, optuna, onnxruntime, plotly) is imported inside the commands, so
+`slimsearch --help` answers at once. Errors a user can cause are printed as one line with
+exit code 2 and no traceback; completed trials are never lost by an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Find compressed versions of a PyTorch model that meet a latency budget.")
+
+DEMO_SETTINGS = {
+    "task": "digits", "name": "demo", "latency_budget": "0.6x", "trials": 24,
+    "finetune": {"epochs": 3.0},
+}
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def friendly_errors(command):
+    """Print SlimsearchError as one line and exit 2; say how to resume after Ctrl-C."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from slimsearch.errors import SlimsearchError
+
+        try:
+            return command(*args, **kwargs)
+        except SlimsearchError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted: completed trials are kept; run the same command again to resume", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _build_config(config_file: Optional[Path], overrides: dict):
+    from slimsearch.config import SearchConfig, load_toml
+
+    base = load_toml(config_file) if config_file else SearchConfig()
+    flags = {key: value for key, value in overrides.items() if value is not None and not isinstance(value, dict)}
+    sections = {key: {k: v for k, v in value.items() if v is not None}
+                for key, value in overrides.items() if isinstance(value, dict)}
+    sections = {key: value for key, value in sections.items() if value}
+    return SearchConfig.from_mapping({**flags, **sections}, source="command line", base=base)
+
+
+@app.command()
+@friendly_errors
+def run(
+    config_file: Optional[Path] = typer.Argument(None, help="A search.toml file; flags override it."),
+    task: Optional[str] = typer.Option(None, help="digits, mnist1d, torchvision:<model> or package.module:function."),
+    latency_budget: Optional[str] = typer.Option(None, help="Absolute ('1.5ms', '800us') or relative to the teacher ('0.5x')."),
+    trials: Optional[int] = typer.Option(None, help="Completed trials the study should hold when the search ends."),
+    name: Optional[str] = typer.Option(None, help="Run name: the folder runs/<name> and the study name."),
+    sampler: Optional[str] = typer.Option(None, help="nsga2 (default), tpe or random."),
+    seed: Optional[int] = typer.Option(None),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in the run folder)."),
+    jobs: Optional[int] = typer.Option(None, help="Parallel trials on this machine (cores are split between them)."),
+    runs_dir: Optional[str] = typer.Option(None, help="Folder holding run folders (default: runs)."),
+    runtime: Optional[str] = typer.Option(None, help="Latency runtime: onnxruntime (default) or torch."),
+    device: Optional[str] = typer.Option(None, help="cpu (default) or cuda."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size latency is measured at (default 1)."),
+    threads: Optional[int] = typer.Option(None, help="Threads the runtime may use (default 1)."),
+    epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
+    granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+):
+    """Run a search, or resume it if the run already exists."""
+    from slimsearch.search.driver import run_search
+
+    config = _build_config(config_file, {
+        "task": task, "latency_budget": latency_budget, "trials": trials, "name": name, "sampler": sampler,
+        "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
+        "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
+        "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
+    })
+    result = run_search(config, console=_stderr(), quiet=quiet)
+    _print_summary(result)
+
+
+def _print_summary(result, export=None) -> None:
+    from rich.console import Console
+
+    from slimsearch.reports.tables import front_table
+
+    console = Console()
+    console.print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
+    console.print(f"report: {result.run_dir / 'report.html'}", highlight=False)
+    if export is not None:
+        console.print(f"exported model (trial {export.trial}): {export.files['onnx']}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def front(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/demo."),
+          as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list of records.")):
+    """Print the Pareto front of a run."""
+    from slimsearch.search.result import Result
+
+    result = Result(run_dir)
+    if as_json:
+        print(json.dumps(result.front_records(), indent=2))
+    else:
+        from rich.console import Console
+
+        from slimsearch.reports.tables import front_table
+
+        Console().print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
+
+
+@app.command()
+@friendly_errors
+def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/demo."),
+           out: Optional[Path] = typer.Option(None, "-o", "--out", help="HTML file to write (default: RUN/report.html).")):
+    """Write the HTML report of a run (self-contained: it opens with no network)."""
+    from slimsearch.search.result import Result
+
+    print(Result(run_dir).report(out))
+
+
+@app.command()
+@friendly_errors
+def export(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/demo."),
+           trial: Optional[int] = typer.Option(None, help="Trial number (default: the most accurate feasible one)."),
+           out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder to write (default: RUN/export/trial-N).")):
+    """Export a trial as ONNX + weights + candidate JSON, and verify the files."""
+    from slimsearch.search.result import Result
+
+    exported = Result(run_dir).export(trial=trial, out=out)
+    check = exported.verification
+    print(f"exported trial {exported.trial} to {exported.out_dir}: "
+          + ", ".join(path.name for path in exported.files.values())
+          + f" (verified: max logit difference {check['max_logit_difference']:.1e}, "
+          f"ONNX test accuracy {check['onnx_test_accuracy']:.2%})")
+
+
+@app.command()
+@friendly_errors
+def demo(runs_dir: str = typer.Option("runs", help="Folder for the demo run (runs/demo)."),
+         trials: int = typer.Option(DEMO_SETTINGS["trials"], help="Trials to run.")):
+    """The main job on the built-in digits task: search, report, export."""
+    from slimsearch.config import SearchConfig
+    from slimsearch.search.driver import run_search
+
+    config = SearchConfig.from_mapping({**DEMO_SETTINGS, "trials": trials, "runs_dir": runs_dir}, source="demo")
+    result = run_search(config, console=_stderr())
+    exported = result.export()
+    _print_summary(result, exported)
+    _print_speedup(result)
+
+
+def _print_speedup(result) -> None:
+    front, teacher = result.front, result.teacher
+    close = front[front["test_accuracy"] >= teacher["test_accuracy"] - 0.02]
+    if close.empty:
+        print("no front model is within 2 points of the teacher's test accuracy")
+        return
+    fastest = close.sort_values("latency_ms").iloc[0]
+    print(f"fastest model within 2 points of the teacher: trial {int(fastest['trial'])}, "
+          f"{fastest['speedup']:.2f}x faster (measured), test accuracy {fastest['test_accuracy']:.2%} "
+          f"vs teacher {teacher['test_accuracy']:.2%}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

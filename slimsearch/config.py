@@ -1,0 +1,262 @@
+"""Search settings: small frozen dataclasses validated where they enter, and the TOML loader.
+
+A search is configured from defaults, then a TOML file, then CLI flags or API keywords; every
+layer goes through `SearchConfig.from_mapping`, so a bad value is rejected the same way and
+with the same message wherever it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from slimsearch.errors import ConfigError
+
+RUNTIMES = ("onnxruntime", "torch")
+DEVICES = ("cpu", "cuda")
+SAMPLERS = ("nsga2", "tpe", "random")
+GRANULARITIES = ("layer", "stage", "global")
+# Knob families the Candidate format knows; the ones with an implementation are registered in
+# `slimsearch.spaces`, the others are rejected there with a clear line until they land.
+KNOWN_FAMILIES = ("prune", "distill", "quant", "separable", "lowrank", "exits")
+
+_BUDGET_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(?P<unit>ms|us|µs|s|x)\s*$", re.I)
+_UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A latency budget: absolute (`1.5ms`, `800us`) or relative to the teacher (`0.5x`).
+
+    A relative budget is judged against the teacher measured in the same window as the
+    candidate, so drift on a noisy machine moves both and does not look like a speed-up.
+    """
+
+    value: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, text: str | float | Budget) -> Budget:
+        if isinstance(text, Budget):
+            return text
+        match = _BUDGET_PATTERN.match(str(text))
+        value = float(match["value"]) if match else 0.0
+        if not match or value <= 0:
+            raise ConfigError(
+                f"invalid latency budget {str(text)!r}: expected a positive time such as '1.5ms' or '800us', "
+                f"or a ratio to the teacher's latency such as '0.5x'"
+            )
+        unit = match["unit"].lower()
+        if unit == "x":
+            return cls(value=value, relative=True)
+        return cls(value=value * _UNIT_TO_MS[unit], relative=False)
+
+    def limit_ms(self, teacher_ms: float) -> float:
+        return self.value * teacher_ms if self.relative else self.value
+
+    def violation(self, latency_ms: float, teacher_ms: float) -> float:
+        """How far over budget, as a fraction of the budget: <= 0 means feasible."""
+        return latency_ms / self.limit_ms(teacher_ms) - 1.0
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x" if self.relative else f"{self.value:g}ms"
+
+
+def _check_choice(section: str, key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        allowed_text = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{section}{key} must be one of {allowed_text}, but got {key}={value!r}")
+
+
+def _check_positive(section: str, key: str, value: Any, *, integer: bool = True, allow_zero: bool = False) -> None:
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{section}{key} must be {what} {bound}, but got {key}={value!r}")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Where the compressed model will run; latency is measured under exactly these conditions."""
+
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    batch_size: int = 1
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("target.", "runtime", self.runtime, RUNTIMES)
+        _check_choice("target.", "device", self.device, DEVICES)
+        _check_positive("target.", "batch_size", self.batch_size)
+        _check_positive("target.", "threads", self.threads)
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How latency is measured: warm-up calls, timed calls, rounds alternating with the teacher.
+
+    `margin`: a candidate measured more than this fraction over budget before fine-tuning is
+    stopped there (latency-first rule); one within the margin is fine-tuned and re-measured.
+    """
+
+    warmup: int = 10
+    repeats: int = 100
+    rounds: int = 5
+    margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_positive("latency.", "warmup", self.warmup, allow_zero=True)
+        _check_positive("latency.", "repeats", self.repeats)
+        _check_positive("latency.", "rounds", self.rounds)
+        _check_positive("latency.", "margin", self.margin, integer=False, allow_zero=True)
+        if self.rounds > self.repeats:
+            raise ConfigError(f"latency.rounds must be <= latency.repeats, but got rounds={self.rounds}, repeats={self.repeats}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The distillation fine-tune every candidate gets (the same budget for all of them)."""
+
+    epochs: float = 3.0
+    lr: float = 2e-3
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_positive("finetune.", "epochs", self.epochs, integer=False)
+        _check_positive("finetune.", "lr", self.lr, integer=False)
+        _check_positive("finetune.", "batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Which knob families are searched and their ranges."""
+
+    families: tuple[str, ...] = ("prune", "distill")
+    granularity: str = "layer"
+    max_prune_ratio: float = 0.9
+    prune_step: float = 0.05
+    round_to: int = 8
+    temperature: tuple[float, float] = (1.0, 8.0)
+    alpha: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "families", tuple(self.families))
+        object.__setattr__(self, "temperature", tuple(self.temperature))
+        object.__setattr__(self, "alpha", tuple(self.alpha))
+        for family in self.families:
+            _check_choice("space.", "families", family, KNOWN_FAMILIES)
+        if not self.families:
+            raise ConfigError(f"space.families must name at least one of {', '.join(KNOWN_FAMILIES)}, but got families=[]")
+        _check_choice("space.", "granularity", self.granularity, GRANULARITIES)
+        if not (isinstance(self.max_prune_ratio, (int, float)) and 0 < self.max_prune_ratio < 1):
+            raise ConfigError(f"space.max_prune_ratio must be in (0, 1), but got max_prune_ratio={self.max_prune_ratio!r}")
+        if not (isinstance(self.prune_step, (int, float)) and 0 < self.prune_step <= self.max_prune_ratio):
+            raise ConfigError(f"space.prune_step must be in (0, max_prune_ratio], but got prune_step={self.prune_step!r}")
+        _check_positive("space.", "round_to", self.round_to)
+        for key, (low, high), lowest in (("temperature", self.temperature, 1e-6), ("alpha", self.alpha, 0.0)):
+            if not (lowest <= low <= high) or (key == "alpha" and high > 1):
+                allowed = "0 <= low <= high <= 1" if key == "alpha" else "0 < low <= high"
+                raise ConfigError(f"space.{key} must be [low, high] with {allowed}, but got {key}={[low, high]}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search: the task, the budget, the search engine settings and the sections above."""
+
+    task: str = "digits"
+    latency_budget: Budget = field(default_factory=lambda: Budget.parse("0.5x"))
+    trials: int = 30
+    name: str | None = None
+    sampler: str = "nsga2"
+    seed: int = 0
+    storage: str | None = None
+    runs_dir: str = "runs"
+    jobs: int = 1
+    target: TargetConfig = field(default_factory=TargetConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "latency_budget", Budget.parse(self.latency_budget))
+        if not isinstance(self.task, str) or not self.task.strip():
+            raise ConfigError(f"task must be a non-empty name, but got task={self.task!r}")
+        _check_positive("", "trials", self.trials)
+        _check_positive("", "jobs", self.jobs)
+        _check_choice("", "sampler", self.sampler, SAMPLERS)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer, but got seed={self.seed!r}")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ConfigError(
+                f"name must be letters, digits, '.', '_' or '-' (it names a folder under runs/), but got name={self.name!r}"
+            )
+        if self.storage is not None and "://" not in self.storage:
+            raise ConfigError(
+                f"storage must be an Optuna storage URL such as 'sqlite:///path/study.db' or "
+                f"'postgresql://user@host/db', but got storage={self.storage!r}"
+            )
+
+    @property
+    def run_name(self) -> str:
+        return self.name or re.sub(r"[^A-Za-z0-9._-]+", "-", self.task).strip("-")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.run_name
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["latency_budget"] = str(self.latency_budget)
+        return data
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings", base: SearchConfig | None = None) -> SearchConfig:
+        """Overlay `data` (nested like the TOML file) on `base`; unknown keys are refused."""
+        base = base or cls()
+        top: dict[str, Any] = {}
+        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig}
+        for key, value in data.items():
+            if key in sections:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{source}: [{key}] must be a table of settings, but got {key}={value!r}")
+                top[key] = _overlay(getattr(base, key), value, f"{source}: unknown key '{key}.{{key}}'")
+            else:
+                top[key] = value
+        allowed = [f.name for f in dataclasses.fields(cls)]
+        for key in top:
+            if key not in allowed:
+                raise ConfigError(f"{source}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        return dataclasses.replace(base, **top)
+
+
+def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
+    allowed = [f.name for f in dataclasses.fields(section)]
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(unknown.format(key=key) + f"; allowed keys: {', '.join(allowed)}")
+    return dataclasses.replace(section, **values)
+
+
+def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
+    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space]."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+    return SearchConfig.from_mapping(data, source=str(path), base=base)
+
+
+def default_cache_dir() -> Path:
+    """Where trained teachers and teacher logits are cached: $SLIMSEARCH_CACHE or ~/.cache/slimsearch."""
+    import os
+
+    return Path(os.environ.get("SLIMSEARCH_CACHE") or Path.home() / ".cache" / "slimsearch")

@@ -1,0 +1,28 @@
+"""Errors a user can cause. Each message names the bad value and what is allowed.
+
+The CLI prints any `SlimsearchError` as one line and exits with code 2, without a traceback.
+"""
+
+
+class SlimsearchError(Exception):
+    """Base class of every error slimsearch raises on purpose."""
+
+
+class ConfigError(SlimsearchError, ValueError):
+    """A setting (flag, TOML key, API argument) has a value that is not allowed."""
+
+
+class TaskError(SlimsearchError, ValueError):
+    """A task name, model name or user task factory is unknown or returned something unusable."""
+
+
+class StudyMismatchError(SlimsearchError):
+    """An existing study was created for a different task or search space."""
+
+
+class InfeasibleBudgetError(SlimsearchError):
+    """No candidate in the search space can meet the latency budget."""
+
+
+class ExportError(SlimsearchError):
+    """An export failed or its artifacts do not match what the search reported."""

@@ -1,0 +1,252 @@
+"""Honest latency: measured on the target runtime, never estimated, never overlapping.
+
+A runner is a zero-argument function doing one inference, so measuring does not care
+which runtime is behind it. Student and teacher are timed in the same window, interleaved,
+so slow drift of a noisy machine changes both and the speed-up ratio stays true.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimsearch.errors import ConfigError
+from slimsearch.evaluators.deploy import export_onnx, onnx_session
+
+RUNTIMES = ("onnxruntime", "torch")
+DEVICES = ("cpu", "cuda")
+LOCK_ENV = "SLIMSEARCH_LATENCY_LOCK"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """Where and how latency is measured: the user's runtime, device, batch size, threads."""
+
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    batch_size: int = 1
+    threads: int = 1
+    warmup: int = 10
+    repeats: int = 100
+    rounds: int = 5
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"latency runtime must be one of 'onnxruntime', 'torch', but got runtime={self.runtime!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"latency device must be one of 'cpu', 'cuda', but got device={self.device!r}")
+        for name, minimum in (("batch_size", 1), ("threads", 1), ("warmup", 0), ("repeats", 1), ("rounds", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"latency {name} must be an integer >= {minimum}, but got {name}={value!r}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Summary of per-call latencies in milliseconds, with the conditions they were taken under."""
+
+    median_ms: float
+    iqr_ms: float
+    p90_ms: float
+    mean_ms: float
+    samples: int
+    runtime: str
+    device: str
+    batch_size: int
+    threads: int
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedMeasurement:
+    """Student and teacher measured in one window; their ratio is what the search trusts."""
+
+    student: Measurement
+    teacher: Measurement
+
+    @property
+    def speedup(self) -> float:
+        return self.teacher.median_ms / self.student.median_ms
+
+
+def make_runner(model: nn.Module, example_input: torch.Tensor, settings: LatencySettings, *,
+                onnx_path: Path | None = None) -> Callable[[], None]:
+    """A function running one inference of `model` at `settings.batch_size` on the target runtime.
+
+    For onnxruntime, `onnx_path` is the already exported model (the one that ships) and
+    `model` is only exported when it is None. For torch, the runner owns an eval-mode copy on
+    the device, so the caller's model keeps its mode and device and later training cannot
+    change what is measured. Callers must ignore the return value (the ORT runner passes
+    its outputs through, which tests use to check the batch size).
+    """
+    x = _random_input(example_input, settings.batch_size)
+    if settings.runtime == "onnxruntime":
+        if onnx_path is None:
+            # ORT reads the file while building the session, so the temp dir can go right after.
+            with tempfile.TemporaryDirectory(prefix="slimsearch-latency-") as tmp:
+                session = onnx_session(export_onnx(model, x, Path(tmp) / "model.onnx"),
+                                       threads=settings.threads, device=settings.device)
+        else:
+            session = onnx_session(onnx_path, threads=settings.threads, device=settings.device)
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        return lambda: session.run(None, feed)
+
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("latency device='cuda' with runtime='torch', but torch.cuda.is_available() is False")
+    device = torch.device(settings.device)
+    runner_model = copy.deepcopy(model).eval().to(device)
+    x = x.to(device)
+
+    def run() -> None:
+        with torch.inference_mode():
+            runner_model(x)
+
+    return run
+
+
+def _random_input(example_input: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A fixed random batch shaped like the example; non-float inputs (token ids, say)
+    reuse rows of the example so values stay valid."""
+    generator = torch.Generator().manual_seed(0)
+    example = example_input.detach().cpu()
+    if example.is_floating_point():
+        return torch.randn((batch_size, *example.shape[1:]), generator=generator, dtype=example.dtype)
+    rows = torch.randint(0, example.shape[0], (batch_size,), generator=generator)
+    return example[rows].contiguous()
+
+
+_process_lock = threading.RLock()
+_lock_fd: list[int] = []  # the open lock file while this process holds the machine-wide lock
+
+
+@contextlib.contextmanager
+def measurement_lock() -> Iterator[None]:
+    """Hold the machine-wide latency lock: one measurement at a time across threads and processes.
+
+    Re-entrant within a thread: the file lock is taken on the outermost entry only, because
+    flock on a second fd in the same process would wait for itself.
+    """
+    import fcntl  # POSIX only, like the rest of the measurement machinery
+
+    with _process_lock:
+        outermost = not _lock_fd
+        if outermost:
+            path = os.environ.get(LOCK_ENV) or f"/tmp/slimsearch-latency-{os.getuid()}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            _lock_fd.append(fd)
+        try:
+            yield
+        finally:
+            if outermost:
+                os.close(_lock_fd.pop())  # closing the fd releases the flock
+
+
+def measure(runner: Callable[[], None], settings: LatencySettings) -> Measurement:
+    """Latency of one runner: warm-up, then `settings.repeats` timed calls, under the lock."""
+    (times,) = _measure_interleaved([runner], settings)
+    return _summarise(times, settings)
+
+
+def measure_pair(student_runner: Callable[[], None], teacher_runner: Callable[[], None],
+                 settings: LatencySettings) -> PairedMeasurement:
+    """Student and teacher timed in alternating blocks within one locked window."""
+    teacher_times, student_times = _measure_interleaved([teacher_runner, student_runner], settings)
+    return PairedMeasurement(student=_summarise(student_times, settings), teacher=_summarise(teacher_times, settings))
+
+
+def _measure_interleaved(runners: list[Callable[[], None]], settings: LatencySettings) -> list[list[float]]:
+    """Per-call milliseconds for each runner; each round times a block of calls of every
+    runner, and which runner goes first rotates from round to round."""
+    cuda_events = settings.device == "cuda" and settings.runtime == "torch"
+    times: list[list[float]] = [[] for _ in runners]
+    time_calls = _time_calls_cuda if cuda_events else _time_calls_host
+    threads = _torch_threads(settings.threads) if settings.runtime == "torch" else contextlib.nullcontext()
+    with measurement_lock(), threads:
+        for runner in runners:
+            for _ in range(settings.warmup):
+                runner()
+        if cuda_events:
+            torch.cuda.synchronize()
+        gc.collect()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a collection mid-call is noise that belongs to neither model
+        try:
+            for round_index in range(settings.rounds):
+                calls = settings.repeats // settings.rounds + (round_index < settings.repeats % settings.rounds)
+                shift = round_index % len(runners)
+                for i in [*range(shift, len(runners)), *range(shift)]:
+                    times[i].extend(time_calls(runners[i], calls))
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    return times
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Eager torch runs on the process-wide intra-op pool, so its size is set for the
+    measurement only (ORT sessions carry their own thread count)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _time_calls_host(runner: Callable[[], None], calls: int) -> list[float]:
+    # ORT's run() returns only when outputs are on the host, even with CUDA, so a host clock is exact.
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter_ns()
+        runner()
+        out.append((time.perf_counter_ns() - start) / 1e6)
+    return out
+
+
+def _time_calls_cuda(runner: Callable[[], None], calls: int) -> list[float]:
+    # Kernels run asynchronously, so the host clock would time the launches; events time the GPU.
+    # Synchronising after each call makes every call a fresh request, as a server would see it.
+    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)]
+    for start, end in pairs:
+        start.record()
+        runner()
+        end.record()
+        torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in pairs]
+
+
+def _summarise(times_ms: list[float], settings: LatencySettings) -> Measurement:
+    ordered = sorted(times_ms)
+    return Measurement(
+        median_ms=_percentile(ordered, 50), iqr_ms=max(0.0, _percentile(ordered, 75) - _percentile(ordered, 25)),
+        p90_ms=_percentile(ordered, 90), mean_ms=sum(ordered) / len(ordered), samples=len(ordered),
+        runtime=settings.runtime, device=settings.device, batch_size=settings.batch_size, threads=settings.threads,
+    )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on sorted data."""
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)

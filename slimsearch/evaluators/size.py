@@ -1,0 +1,39 @@
+"""Model size in bytes.
+
+Two figures, both kept: the analytic packed size (what the weights need at their bit widths,
+from shapes alone) and the real size of the exported artifact on disk (which also carries
+graph structure and format overhead).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+FLOAT_BITS = 32
+
+
+def packed_size_bytes(model: nn.Module, bits_per_layer: dict[str, int] | None = None) -> int:
+    """Bytes for every parameter and buffer at its layer's bit width (float32 unless given).
+
+    Quantized layers will add their scales or codebooks here when that family lands; the
+    mapping is keyed by module name so it matches the Candidate format.
+    """
+    bits_per_layer = bits_per_layer or {}
+    total_bits = 0
+    for module_name, module in model.named_modules():
+        bits = bits_per_layer.get(module_name, FLOAT_BITS)
+        for tensor in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+            # Integer buffers (BatchNorm's step counter) are training bookkeeping, not deployed.
+            if tensor.is_floating_point():
+                total_bits += tensor.numel() * bits
+    return (total_bits + 7) // 8
+
+
+def file_size_bytes(path: str | Path) -> int:
+    return Path(path).stat().st_size
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

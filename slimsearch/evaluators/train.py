@@ -1,0 +1,107 @@
+"""Fine-tuning with knowledge distillation, and the teacher-logit cache it feeds on.
+
+One loop serves both jobs: training a teacher from scratch (alpha = 0: plain cross-entropy)
+and fine-tuning a student against the teacher's cached logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
+                      *, temperature: float, alpha: float) -> torch.Tensor:
+    """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, labels).
+
+    The T^2 factor keeps the soft-target gradients on the same scale as the hard-label ones
+    whatever the temperature (Hinton et al., 2015).
+    """
+    hard = F.cross_entropy(student_logits, labels)
+    if teacher_logits is None or alpha == 0.0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * temperature**2 * soft + (1.0 - alpha) * hard
+
+
+def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batch_size: int = 64,
+        teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.0,
+        weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
+        on_step: Callable[[], None] | None = None) -> nn.Module:
+    """Train `model` in place with AdamW and a cosine learning-rate decay; returns it in eval mode.
+
+    `epochs` may be fractional (a short fine-tune on part of an epoch). `on_step` is called after
+    every optimiser step so a caller can enforce a time limit or stop early by raising.
+    """
+    inputs, labels = data.tensors
+    if teacher_logits is not None and len(teacher_logits) != len(inputs):
+        raise ValueError(f"teacher_logits has {len(teacher_logits)} rows but the data has {len(inputs)}")
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = max(1, math.ceil(len(inputs) / batch_size))
+    total_steps = max(1, round(epochs * steps_per_epoch))
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    step = 0
+    while step < total_steps:
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            logits = model(inputs[batch].to(device))
+            soft_targets = None if teacher_logits is None else teacher_logits[batch].to(device)
+            loss = distillation_loss(logits, soft_targets, labels[batch].to(device),
+                                     temperature=temperature, alpha=alpha)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if on_step is not None:
+                on_step()
+            if step >= total_steps:
+                break
+    return model.eval()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
+    """The model's logits for `inputs`, computed in eval mode, on the CPU."""
+    model.to(device).eval()
+    return torch.cat([model(inputs[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(inputs), batch_size)])
+
+
+def teacher_logits(teacher: nn.Module, inputs: torch.Tensor, *, cache_dir: Path) -> torch.Tensor:
+    """The teacher's logits on `inputs`, computed once and kept on disk.
+
+    The cache key hashes the teacher's weights and the inputs, so a retrained teacher or
+    different data never reads stale logits.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in teacher.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(inputs.contiguous().numpy().tobytes())
+    path = Path(cache_dir) / f"teacher-logits-{digest.hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    logits = predict_logits(teacher, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(logits, tmp)
+    tmp.replace(path)
+    return logits

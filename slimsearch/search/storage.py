@@ -1,0 +1,119 @@
+"""Where a search keeps its state: the run folder, the Optuna study and its artifacts.
+
+`runs/<name>/` holds `run.json` (how to reopen the study), `study.db` (the default SQLite
+storage; any Optuna storage URL works instead), `artifacts/` (each trial's fine-tuned
+weights) and the result tables and report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from slimsearch.config import SearchConfig
+from slimsearch.errors import ConfigError, SlimsearchError, StudyMismatchError
+
+DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, size_bytes
+OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
+RUN_FILE = "run.json"
+FINGERPRINT_ATTR = "slimsearch_fingerprint"
+CONFIG_ATTR = "slimsearch_config"
+
+
+def default_storage_url(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage; SQLite waits for its lock instead of failing when workers write at once."""
+    import optuna
+
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
+        raise ConfigError(f"cannot open storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to run folder {str(run_dir)!r}: {error.strerror}") from None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one driver at a time; the lock dies with its process (even on SIGKILL)."""
+    handle = open(run_dir / ".lock", "w")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SlimsearchError(
+                f"run folder {str(run_dir)!r} is in use by another slimsearch process; "
+                f"wait for it to finish or choose another --name"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def fingerprint(config: SearchConfig, space_signature: str) -> dict[str, Any]:
+    """What must not change between sessions of one study, or its trials would not be comparable."""
+    return {
+        "task": config.task,
+        "space": space_signature,
+        "latency_budget": str(config.latency_budget),
+        "target": config.to_dict()["target"],
+        "finetune": config.to_dict()["finetune"],
+    }
+
+
+def check_fingerprint(study, expected: dict[str, Any], run_dir: Path) -> None:
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None or stored == expected:
+        return
+    differences = [f"{key}: study has {stored.get(key)!r}, this run asks for {expected[key]!r}"
+                   for key in expected if stored.get(key) != expected[key]]
+    raise StudyMismatchError(
+        f"study {study.study_name!r} in {run_dir} was created with different settings ({'; '.join(differences)}); "
+        f"use another --name, or delete {run_dir} to start over"
+    )
+
+
+def write_run_file(run_dir: Path, *, storage_url: str, study_name: str, config: SearchConfig) -> None:
+    data = {"storage": storage_url, "study_name": study_name, "config": config.to_dict()}
+    tmp = run_dir / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, run_dir / RUN_FILE)
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise ConfigError(f"{str(run_dir)!r} is not a slimsearch run folder (no {RUN_FILE}); "
+                          f"expected a folder written by 'slimsearch run', such as runs/<name>")
+    return json.loads(path.read_text())
+
+
+def load_study(run_dir: Path):
+    import optuna
+
+    info = read_run_file(run_dir)
+    return optuna.load_study(study_name=info["study_name"], storage=open_storage(info["storage"]))
+
+
+def artifact_store(run_dir: Path):
+    from optuna.artifacts import FileSystemArtifactStore
+
+    path = Path(run_dir) / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))

@@ -1,0 +1,178 @@
+"""One trial, as data flows: candidate -> student -> latency first -> fine-tune -> evaluate.
+
+Scoring lives in `evaluators/`, transforming in `techniques/`, sampling in `spaces/`; this
+module only runs them in order, times each stage and records what happened on the trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from slimsearch.config import SearchConfig, default_cache_dir
+from slimsearch.evaluators import latency as latency_eval
+from slimsearch.evaluators.accuracy import accuracy
+from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
+from slimsearch.evaluators.train import fit, teacher_logits
+from slimsearch.search.samplers import CONSTRAINT_NAME
+from slimsearch.search.storage import artifact_store
+from slimsearch.spaces import Candidate, Space
+from slimsearch.spaces.optuna_adapter import suggest_candidate
+from slimsearch.tasks.base import Task
+from slimsearch.techniques import build_student
+
+WEIGHTS_ATTR = "weights_artifact"
+
+
+def latency_settings(config: SearchConfig) -> latency_eval.LatencySettings:
+    target, measure = config.target, config.latency
+    return latency_eval.LatencySettings(
+        runtime=target.runtime, device=target.device, batch_size=target.batch_size, threads=target.threads,
+        warmup=measure.warmup, repeats=measure.repeats, rounds=measure.rounds,
+    )
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a search shares; built once per process."""
+
+    config: SearchConfig
+    task: Task
+    space: Space
+    run_dir: Path
+    teacher_runner: Callable[[], None]
+    teacher_logits: torch.Tensor
+
+    @classmethod
+    def create(cls, config: SearchConfig, task: Task, space: Space, run_dir: Path) -> TrialContext:
+        settings = latency_settings(config)
+        # Each process exports its own copy, so parallel workers never write one file at once.
+        workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
+        teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx") \
+            if settings.runtime == "onnxruntime" else None
+        runner = latency_eval.make_runner(task.teacher, task.example_input, settings, onnx_path=teacher_onnx)
+        logits = teacher_logits(task.teacher, task.train.tensors[0], cache_dir=default_cache_dir() / "logits")
+        return cls(config, task, space, run_dir, runner, logits)
+
+    def measure(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
+        """Student and teacher timed in one window, under the machine-wide measurement lock."""
+        settings = latency_settings(self.config)
+        onnx_path = export_onnx(student, self.task.example_input, workdir / "student.onnx") \
+            if settings.runtime == "onnxruntime" else None
+        runner = latency_eval.make_runner(student, self.task.example_input, settings, onnx_path=onnx_path)
+        return latency_eval.measure_pair(runner, self.teacher_runner, settings)
+
+
+class _Stages:
+    """Wall time per stage of a trial (build, latency, finetune, evaluate)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
+    """The Optuna objective: (validation accuracy, latency in ms, packed size in bytes)."""
+    try:
+        return _run_trial(trial, context)
+    except Exception as error:
+        # Optuna records the failure; the reason must survive with it for the report.
+        trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:500])
+        raise
+
+
+def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
+    config, task = context.config, context.task
+    stage = _Stages()
+    candidate = suggest_candidate(trial, context.space)
+    trial.set_user_attr("candidate", candidate.to_dict())
+
+    with stage("build"):
+        student = build_student(candidate, task.teacher, task.example_input, config.space)
+        size_bytes = packed_size_bytes(student)
+    trial.set_user_attr("params_count", parameter_count(student))
+
+    with tempfile.TemporaryDirectory(prefix="slimsearch-trial-") as tmp:
+        workdir = Path(tmp)
+        with stage("latency"):
+            first = context.measure(student, workdir)
+        violation = config.latency_budget.violation(first.student.median_ms, first.teacher.median_ms)
+        if violation > config.latency.margin:
+            # Latency-first: no fine-tuning for a candidate that cannot be feasible. Its
+            # accuracy as built (no fine-tune) is cheap and keeps the trial comparable.
+            with stage("evaluate"):
+                untuned = accuracy(student, task.val)
+            _record(trial, first, violation, stage, stopped=(
+                f"latency-first: {first.student.median_ms:.3f} ms is {violation:.0%} over the "
+                f"{config.latency_budget} budget; not fine-tuned"))
+            trial.set_user_attr("accuracy_before_finetune", untuned)
+            return _finite(untuned, "accuracy"), first.student.median_ms, float(size_bytes)
+
+        with stage("finetune"):
+            distill = candidate.family("distill")
+            fit(student, task.train, epochs=config.finetune.epochs, lr=config.finetune.lr,
+                batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
+                temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
+                seed=config.seed + trial.number)
+        with stage("evaluate"):
+            val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
+            trial.set_user_attr("test_accuracy", accuracy(student, task.test))
+        with stage("latency"):
+            # Fine-tuning changes weights, not shapes; measuring again on the final model
+            # (re-exported, BatchNorm statistics updated) is what gets reported.
+            final = context.measure(student, workdir)
+        violation = config.latency_budget.violation(final.student.median_ms, final.teacher.median_ms)
+        trial.set_user_attr("onnx_bytes", file_size_bytes(workdir / "student.onnx")
+                            if (workdir / "student.onnx").exists() else None)
+        _save_weights(trial, student, workdir, context.run_dir)
+        _record(trial, final, violation, stage, stopped=None)
+        return val_accuracy, final.student.median_ms, float(size_bytes)
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{what} is {value}: the model produced non-finite outputs")
+    return value
+
+
+def _record(trial, measured, violation: float, stage: _Stages, *, stopped: str | None) -> None:
+    trial.set_user_attr("latency", measured.student.to_dict())
+    trial.set_user_attr("teacher_latency_ms", measured.teacher.median_ms)
+    trial.set_user_attr("speedup", measured.speedup)
+    trial.set_user_attr("feasible", violation <= 0)
+    trial.set_user_attr("violation", violation)
+    trial.set_constraint(CONSTRAINT_NAME, violation)
+    trial.set_user_attr("stopped_early", stopped)
+    trial.set_user_attr("seconds", {name: round(s, 4) for name, s in stage.seconds.items()})
+
+
+def _save_weights(trial, student: torch.nn.Module, workdir: Path, run_dir: Path) -> None:
+    """Keep the fine-tuned weights as an Optuna artifact so export never retrains."""
+    from optuna.artifacts import upload_artifact
+
+    path = workdir / f"trial-{trial.number}-weights.pt"
+    torch.save(student.state_dict(), path)
+    artifact_id = upload_artifact(artifact_store=artifact_store(run_dir), file_path=str(path), study_or_trial=trial)
+    trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
+
+
+def load_student(candidate: Candidate, task: Task, config: SearchConfig, weights_path: Path) -> torch.nn.Module:
+    """Rebuild a trial's fine-tuned student from the teacher, its candidate and its stored weights."""
+    student = build_student(candidate, task.teacher, task.example_input, config.space)
+    student.load_state_dict(torch.load(weights_path, weights_only=True, map_location="cpu"))
+    return student.eval()

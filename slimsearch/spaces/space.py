@@ -1,0 +1,101 @@
+"""The joint search space of one model: every family's knobs, tied by the chosen granularity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimsearch.config import SpaceConfig
+from slimsearch.spaces.candidate import Candidate
+from slimsearch.spaces.knobs import Domain, FloatRange, Knob, Untouched, create_family
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One value the sampler chooses; it sets every knob in `members` (tied knobs share it)."""
+
+    name: str
+    domain: Domain
+    members: tuple[Knob, ...]
+
+
+def _tie_name(knob: Knob, granularity: str) -> str:
+    if knob.stage is None or granularity == "layer":
+        return f"{knob.family}:{knob.target}"
+    if granularity == "stage":
+        return f"{knob.family}:@{knob.stage}"
+    return f"{knob.family}:@all"
+
+
+@dataclass(frozen=True)
+class Space:
+    knobs: tuple[Knob, ...]
+    untouched: tuple[Untouched, ...]
+    granularity: str = "layer"
+
+    @classmethod
+    def discover(cls, model: nn.Module, example_input: torch.Tensor, settings: SpaceConfig | None = None) -> Space:
+        """Ask every enabled family which knobs it offers on `model`."""
+        settings = settings or SpaceConfig()
+        knobs: list[Knob] = []
+        untouched: list[Untouched] = []
+        for name in settings.families:
+            found, skipped = create_family(name).discover(model, example_input, settings)
+            knobs += found
+            untouched += skipped
+        return cls(tuple(knobs), tuple(untouched), settings.granularity)
+
+    def parameters(self) -> list[Parameter]:
+        tied: dict[str, list[Knob]] = {}
+        for knob in self.knobs:
+            tied.setdefault(_tie_name(knob, self.granularity), []).append(knob)
+        return [Parameter(name, members[0].domain, tuple(members)) for name, members in tied.items()]
+
+    def candidate(self, values: dict[str, Any]) -> Candidate:
+        """The candidate for sampler values keyed by parameter name (missing ones take defaults)."""
+        choices: dict[str, dict[str, Any]] = {}
+        for parameter in self.parameters():
+            for knob in parameter.members:
+                value = values.get(parameter.name, knob.default)
+                if isinstance(knob.domain, FloatRange) and knob.domain.step:
+                    value = round(value, 6)  # 0.7000000000000001 from the step grid reads as 0.7
+                choices.setdefault(knob.family, {})[knob.target] = value
+        return Candidate(choices)
+
+    def default_candidate(self) -> Candidate:
+        """No compression: the teacher's architecture with default fine-tuning knobs."""
+        return self.candidate({})
+
+    def extreme_candidate(self) -> Candidate:
+        """The most compressed candidate: if it misses a budget, every candidate does."""
+        return Candidate(self._choices(lambda knob: knob.extreme))
+
+    def _choices(self, pick) -> dict[str, dict[str, Any]]:
+        choices: dict[str, dict[str, Any]] = {}
+        for knob in self.knobs:
+            choices.setdefault(knob.family, {})[knob.target] = pick(knob)
+        return choices
+
+    def signature(self) -> str:
+        """A fingerprint of the knobs and their domains; a study only accepts trials of one space."""
+        described = [[k.family, k.target, repr(k.domain)] for k in self.knobs] + [self.granularity]
+        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+    def describe(self) -> list[dict[str, Any]]:
+        rows = [{"family": k.family, "target": k.target, "stage": k.stage, "domain": _domain_text(k.domain)}
+                for k in self.knobs]
+        rows += [{"family": u.family, "target": u.target, "stage": None, "domain": f"untouched: {u.reason}"}
+                 for u in self.untouched]
+        return rows
+
+
+def _domain_text(domain: Domain) -> str:
+    if isinstance(domain, FloatRange):
+        step = f" step {domain.step:g}" if domain.step else ""
+        return f"[{domain.low:g}, {domain.high:g}]{step}"
+    return "{" + ", ".join(map(str, domain.options)) + "}"

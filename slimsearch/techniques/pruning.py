@@ -1,0 +1,58 @@
+"""Structured pruning: physically remove channels with Torch-Pruning's dependency graph.
+
+Kept apart, as Torch-Pruning itself does: *what* to remove (the channels with the smallest
+group L2 magnitude, summed over every layer coupled to them), *how* (the DependencyGraph,
+which keeps residual adds and depthwise convs consistent) and *how much* (the candidate's
+ratio per group, rounded so the remaining width is a multiple of `round_to`, which keeps
+CPU kernels on their vectorised paths).
+
+We drive the graph group by group rather than through Torch-Pruning's high-level pruner: a
+per-group ratio keyed by the group's root layer is exactly our knob, and the pruner's
+ranking-scope rules would re-interpret it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from slimsearch.spaces.introspect import output_layers, trace_layers
+from slimsearch.spaces.pruning import dependency_groups, out_channels
+
+
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """How many channels remain after removing `ratio` of them, rounded to `round_to` (at least one step)."""
+    steps = max(1, round(channels * (1.0 - ratio) / round_to))
+    return min(channels, steps * round_to)
+
+
+def apply(model: nn.Module, ratios: dict[str, float], *, example_input: torch.Tensor, round_to: int = 8) -> nn.Module:
+    """Prune `model` in place: `ratios` maps a group's root layer name to the share of channels removed."""
+    import torch_pruning as tp
+
+    ratios = {name: float(r) for name, r in ratios.items() if r > 0}
+    if not ratios:
+        return model
+    modules = dict(model.named_modules())
+    unknown = sorted(set(ratios) - set(modules))
+    if unknown:
+        raise ValueError(f"prune ratios name layers that are not in the model: {', '.join(unknown)}")
+    heads = [call.module for call in output_layers(trace_layers(model, example_input))]
+    graph, groups = dependency_groups(model, example_input, heads)
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    names = {module: name for name, module in modules.items()}
+    for root, _members in groups:
+        ratio = ratios.get(names[root])
+        if ratio is None:
+            continue
+        channels = out_channels(root)
+        remove = channels - kept_channels(channels, ratio, round_to)
+        if remove <= 0:
+            continue
+        prune_out = graph.get_pruner_of_module(root).prune_out_channels
+        scores = importance(graph.get_pruning_group(root, prune_out, idxs=list(range(channels))))
+        weakest = torch.argsort(scores)[:remove].tolist()
+        group = graph.get_pruning_group(root, prune_out, idxs=weakest)
+        if graph.check_pruning_group(group):
+            group.prune()
+    return model

@@ -1,0 +1,58 @@
+"""A tiny but real search through the CLI: run, resume, front --json, export, and the ONNX it wrote."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from slimsearch.tasks import create_task
+from tests.conftest import slimsearch_cli, write_toml
+
+FRONT_KEYS = {"trial", "accuracy", "teacher_accuracy", "latency_ms", "teacher_latency_ms", "speedup", "size_bytes",
+              "feasible", "candidate"}
+
+
+def test_search_front_export_and_resume(tiny_settings, tmp_path):
+    config = write_toml(tmp_path / "search.toml", tiny_settings)
+    run = slimsearch_cli("run", str(config))
+    assert run.returncode == 0, run.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    for name in ("study.db", "trials.csv", "trials.parquet", "report.html", "run.json"):
+        assert (run_dir / name).exists(), name
+    assert "Pareto front" in run.stdout
+
+    front = slimsearch_cli("front", str(run_dir), "--json")
+    assert front.returncode == 0, front.stderr
+    records = json.loads(front.stdout)
+    assert records, "a 0.7x budget on digits leaves feasible trials"
+    for record in records:
+        assert FRONT_KEYS <= record.keys()
+        assert record["feasible"] is True
+        assert record["latency_ms"] <= 0.7 * record["teacher_latency_ms"]
+        assert record["speedup"] > 1.0
+        assert record["candidate"]["version"] == 1 and "prune" in record["candidate"]["choices"]
+
+    # Running the same command again resumes the study instead of starting over.
+    again = slimsearch_cli("run", str(config), "--trials", "5")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming study 'tiny'" in again.stderr and "4 of 5 trials already done" in again.stderr
+    trials = json.loads((run_dir / "run.json").read_text())
+    assert trials["study_name"] == "tiny"
+
+    chosen = records[0]["trial"]
+    out = tmp_path / "exported"
+    export = slimsearch_cli("export", str(run_dir), "--trial", str(chosen), "-o", str(out))
+    assert export.returncode == 0, export.stderr
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "weights.pt", "candidate.json"}
+    assert json.loads((out / "candidate.json").read_text()) == records[0]["candidate"]
+
+    # The exported ONNX file, used on its own, predicts what the trial reported.
+    task = create_task("digits")
+    inputs, labels = task.test.tensors
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": inputs.numpy()})[0]
+    accuracy = float((np.argmax(logits, 1) == labels.numpy()).mean())
+    assert abs(accuracy - records[0]["test_accuracy"]) < 0.005
+    weights = torch.load(out / "weights.pt", weights_only=True)
+    assert all(isinstance(t, torch.Tensor) for t in weights.values())

@@ -19,15 +19,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Find compressed versions of a PyTorch model that meet a latency budget.")
 
 DEMO_SETTINGS = {
-    "task": "digits", "name": "demo", "latency_budget": "0.6x", "trials": 24,
+    "task": "digits", "name": "demo", "latency_budget": "0.6x", "trials": 40,
     "finetune": {"epochs": 3.0},
 }
 
 
-def _stderr():
+def _console(*, stderr: bool = False):
+    """A rich console; when output is not a terminal (a log, a pipe) it is wide enough for the front table."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
 
 
 def friendly_errors(command):
@@ -90,16 +92,14 @@ def run(
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
     })
-    result = run_search(config, console=_stderr(), quiet=quiet)
+    result = run_search(config, console=_console(stderr=True), quiet=quiet)
     _print_summary(result)
 
 
 def _print_summary(result, export=None) -> None:
-    from rich.console import Console
-
     from slimsearch.reports.tables import front_table
 
-    console = Console()
+    console = _console()
     console.print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
     console.print(f"report: {result.run_dir / 'report.html'}", highlight=False)
     if export is not None:
@@ -117,11 +117,9 @@ def front(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/demo
     if as_json:
         print(json.dumps(result.front_records(), indent=2))
     else:
-        from rich.console import Console
-
         from slimsearch.reports.tables import front_table
 
-        Console().print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
+        _console().print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
 
 
 @app.command()
@@ -159,7 +157,7 @@ def demo(runs_dir: str = typer.Option("runs", help="Folder for the demo run (run
     from slimsearch.search.driver import run_search
 
     config = SearchConfig.from_mapping({**DEMO_SETTINGS, "trials": trials, "runs_dir": runs_dir}, source="demo")
-    result = run_search(config, console=_stderr())
+    result = run_search(config, console=_console(stderr=True))
     exported = result.export()
     _print_summary(result, exported)
     _print_speedup(result)

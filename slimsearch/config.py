@@ -259,4 +259,5 @@ def default_cache_dir() -> Path:
     """Where trained teachers and teacher logits are cached: $SLIMSEARCH_CACHE or ~/.cache/slimsearch."""
     import os
 
-    return Path(os.environ.get("SLIMSEARCH_CACHE") or Path.home() / ".cache" / "slimsearch")
+    configured = os.environ.get("SLIMSEARCH_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "slimsearch"

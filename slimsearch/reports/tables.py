@@ -8,30 +8,31 @@ import pandas as pd
 from rich.table import Table
 
 
-def _knob_summary(candidate_json: str) -> str:
+def knob_summary(candidate_json: str) -> str:
+    """A one-line reading of a candidate: how much was pruned and how it was distilled."""
     choices = json.loads(candidate_json)["choices"]
     parts = []
     ratios = list(choices.get("prune", {}).values())
     if ratios:
-        parts.append(f"prune mean {sum(ratios) / len(ratios):.2f} max {max(ratios):.2f}")
+        parts.append(f"prune avg {sum(ratios) / len(ratios):.2f} max {max(ratios):.2f}")
     distill = choices.get("distill")
     if distill:
-        parts.append(f"T={distill['temperature']:.1f} a={distill['alpha']:.2f}")
-    return ", ".join(parts)
+        parts.append(f"T {distill['temperature']:.1f} alpha {distill['alpha']:.2f}")
+    return "; ".join(parts)
 
 
 def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
-    table = Table(title=f"Pareto front ({len(front)} models, latency budget {budget})")
-    for column, justify in [("trial", "right"), ("val acc", "right"), ("test acc", "right"), ("latency ms", "right"),
-                            ("speed-up", "right"), ("size KiB", "right"), ("knobs", "left")]:
-        table.add_column(column, justify=justify)
+    table = Table(title=f"Pareto front: {len(front)} models under the {budget} latency budget")
+    for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("knobs", no_wrap=True)
     if teacher:
-        table.add_row("teacher", f"{teacher.get('val_accuracy', float('nan')):.2%}",
-                      f"{teacher.get('test_accuracy', float('nan')):.2%}", f"{teacher.get('latency_ms', float('nan')):.3f}",
-                      "1.00x", f"{teacher.get('size_bytes', 0) / 1024:.1f}", "-", style="dim")
+        table.add_row("teacher", f"{teacher['val_accuracy']:.2%}", f"{teacher['test_accuracy']:.2%}",
+                      f"{teacher['latency_ms']:.3f}", f"{teacher['latency_iqr_ms']:.3f}", "1.00x",
+                      f"{teacher['size_bytes'] / 1024:.1f}", "-", style="dim")
     for row in front.itertuples():
         table.add_row(str(row.trial), f"{row.accuracy:.2%}",
                       f"{row.test_accuracy:.2%}" if pd.notna(row.test_accuracy) else "-",
-                      f"{row.latency_ms:.3f} ± {row.latency_iqr_ms / 2:.3f}", f"{row.speedup:.2f}x",
-                      f"{row.size_bytes / 1024:.1f}", _knob_summary(row.candidate))
+                      f"{row.latency_ms:.3f}", f"{row.latency_iqr_ms:.3f}", f"{row.speedup:.2f}x",
+                      f"{row.size_bytes / 1024:.1f}", knob_summary(row.candidate))
     return table

@@ -67,7 +67,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
         else:
             console.print(f"New study '{config.run_name}' in {run_dir}: task {config.task}, budget "
                           f"{config.latency_budget} (teacher {teacher['latency_ms']:.3f} ms), {len(space.parameters())} "
-                          f"knobs, {config.trials} trials.", highlight=False)
+                          f"knobs, {config.trials} trials.", highlight=False, soft_wrap=True)
 
         if done < config.trials:
             workers = _start_workers(config, run_dir)
@@ -136,7 +136,7 @@ def _requeue_lost_trials(study, console: Console) -> None:
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         console.print(f"Trial {trial.number} was interrupted by a previous run; it is recorded as failed and queued "
-                      f"again.", highlight=False)
+                      f"again.", highlight=False, soft_wrap=True)
 
 
 def _optimize(study, context: TrialContext, config: SearchConfig, *, on_trial=None) -> None:

@@ -18,7 +18,8 @@ from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.tasks.registry import register_task
-from slimsearch.tasks.teachers import accuracy, load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.evaluators.accuracy import accuracy
+from slimsearch.tasks.teachers import load_or_train_teacher, teacher_info, teacher_key
 
 # The split is part of the task's definition, fixed whatever the teacher's seed, so every
 # run reports on the same test images.

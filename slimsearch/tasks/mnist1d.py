@@ -20,7 +20,8 @@ from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.tasks.registry import register_task
-from slimsearch.tasks.teachers import accuracy, default_cache_dir, load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.evaluators.accuracy import accuracy
+from slimsearch.tasks.teachers import default_cache_dir, load_or_train_teacher, teacher_info, teacher_key
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.15

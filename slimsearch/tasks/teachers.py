@@ -19,19 +19,12 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
-from slimsearch.evaluators.train import predict_logits
+from slimsearch.config import default_cache_dir
 
 # Bump when something the key does not spell out changes how teachers are trained
 # (e.g. the training loop or the data preprocessing), so stale weights are never reused.
 TEACHER_CACHE_VERSION = "1"
-
-
-def default_cache_dir() -> Path:
-    """`$SLIMSEARCH_CACHE` if set, else `~/.cache/slimsearch`."""
-    env = os.environ.get("SLIMSEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "slimsearch"
 
 
 def teacher_key(task: str, **recipe: object) -> str:
@@ -44,12 +37,6 @@ def _format(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return "x".join(str(v) for v in value)
     return str(value)
-
-
-def accuracy(model: nn.Module, data: TensorDataset) -> float:
-    """Top-1 accuracy of `model` on a (inputs, labels) dataset."""
-    inputs, labels = data.tensors
-    return (predict_logits(model, inputs).argmax(dim=1) == labels).float().mean().item()
 
 
 def teacher_info(meta: dict, *, dataset: str, description: str) -> dict:

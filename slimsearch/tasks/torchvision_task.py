@@ -16,7 +16,8 @@ from slimsearch.errors import TaskError
 from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.digits import digits_splits
-from slimsearch.tasks.teachers import accuracy, load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.evaluators.accuracy import accuracy
+from slimsearch.tasks.teachers import load_or_train_teacher, teacher_info, teacher_key
 
 DATASETS = ("digits",)
 IMAGE_SIZE = 32

@@ -8,35 +8,7 @@
 The public API is these three functions; everything heavy is imported when first used.
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
+from slimsearch.api import export, load, search
 
 __all__ = ["search", "load", "export"]
 __version__ = "0.1.0"
-
-
-def search(config: str | Path | None = None, **settings: Any):
-    """Run (or resume) a search. `config` is an optional TOML file; keywords override it.
-
-    Keywords are the TOML keys: `task`, `latency_budget`, `trials`, `name`, `sampler`, ..., and
-    the sections `target`, `latency`, `finetune`, `space` as dicts. Returns a `Result`.
-    """
-    from slimsearch.config import SearchConfig, load_toml
-    from slimsearch.search.driver import run_search
-
-    base = load_toml(config) if config is not None else None
-    return run_search(SearchConfig.from_mapping(settings, source="slimsearch.search()", base=base))
-
-
-def load(run_dir: str | Path):
-    """Reopen a run folder (e.g. `runs/demo`) as a `Result`."""
-    from slimsearch.search.result import Result
-
-    return Result(run_dir)
-
-
-def export(run_dir: str | Path, *, trial: int | None = None, out: str | Path | None = None):
-    """Export a trial of a run as deployable, verified artifacts."""
-    return load(run_dir).export(trial=trial, out=out)

@@ -19,7 +19,7 @@ from slimsearch.errors import InfeasibleBudgetError, SlimsearchError
 from slimsearch.evaluators.size import packed_size_bytes, parameter_count
 from slimsearch.search import storage as st
 from slimsearch.search.samplers import create_sampler
-from slimsearch.search.trial import TrialContext, run_trial
+from slimsearch.search.trial import TrialContext, latency_settings, run_trial
 from slimsearch.spaces import Space
 from slimsearch.techniques import build_student
 
@@ -49,7 +49,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
             st.check_fingerprint(existing, expected, run_dir)
 
         context = TrialContext.create(config, task, space, run_dir)
-        teacher = _preflight(context)
+        teacher = _preflight(context, console)
         study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
                                     sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
                                     load_if_exists=True)
@@ -91,15 +91,24 @@ def _load_existing(storage, name: str):
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def _preflight(context: TrialContext) -> dict:
+def _preflight(context: TrialContext, console: Console) -> dict:
     """Measure the teacher and the most compressed candidate: refuse a budget nothing can meet."""
+    from slimsearch.evaluators import latency
+
     config, task, space = context.config, context.task, context.space
-    smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
-    with tempfile.TemporaryDirectory(prefix="slimsearch-preflight-") as tmp:
-        measured = context.measure(smallest, Path(tmp))
+    try:
+        smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
+        with tempfile.TemporaryDirectory(prefix="slimsearch-preflight-") as tmp:
+            measured = context.measure(smallest, Path(tmp))
+        teacher_ms, teacher_iqr_ms, smallest_ms = measured.teacher.median_ms, measured.teacher.iqr_ms, measured.student.median_ms
+    except Exception as error:  # a user model may not survive the extreme; its trials will say so
+        console.print(f"warning: the most compressed candidate could not be built or timed "
+                      f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,
+                      soft_wrap=True)
+        teacher = latency.measure(context.teacher_runner, latency_settings(config))
+        teacher_ms, teacher_iqr_ms, smallest_ms = teacher.median_ms, teacher.iqr_ms, None
     budget = config.latency_budget
-    teacher_ms, smallest_ms = measured.teacher.median_ms, measured.student.median_ms
-    if budget.violation(smallest_ms, teacher_ms) > 0:
+    if smallest_ms is not None and budget.violation(smallest_ms, teacher_ms) > 0:
         target = config.target
         raise InfeasibleBudgetError(
             f"latency budget {budget} cannot be met: the most compressed candidate in this space measures "
@@ -111,7 +120,7 @@ def _preflight(context: TrialContext) -> dict:
 
     return {
         "latency_ms": teacher_ms,
-        "latency_iqr_ms": measured.teacher.iqr_ms,
+        "latency_iqr_ms": teacher_iqr_ms,
         "smallest_candidate_latency_ms": smallest_ms,
         "val_accuracy": accuracy(task.teacher, task.val),
         "test_accuracy": accuracy(task.teacher, task.test),

@@ -26,6 +26,7 @@ def load(run_dir: str | Path):
     return Result(run_dir)
 
 
-def export(run_dir: str | Path, *, trial: int | None = None, out: str | Path | None = None):
-    """Export a trial of a run as deployable, verified artifacts."""
-    return load(run_dir).export(trial=trial, out=out)
+def export(run_dir: str | Path, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
+           out: str | Path | None = None):
+    """Export a trial of a run as deployable, verified artifacts (see `Result.export`)."""
+    return load(run_dir).export(trial=trial, best_under=best_under, knee=knee, out=out)

@@ -136,16 +136,31 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/dem
 @friendly_errors
 def export(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/demo."),
            trial: Optional[int] = typer.Option(None, help="Trial number (default: the most accurate feasible one)."),
-           out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder to write (default: RUN/export/trial-N).")):
-    """Export a trial as ONNX + weights + candidate JSON, and verify the files."""
+           best_under: Optional[str] = typer.Option(None, help="The most accurate front model under this latency ('1ms', '0.4x')."),
+           knee: bool = typer.Option(False, "--knee", help="The knee of the front."),
+           out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder to write (default: RUN/export/trial-N)."),
+           verify_only: bool = typer.Option(False, "--verify-only", help="Re-check an existing export folder (-o) of --trial.")):
+    """Export a trial as ONNX, torch.export, weights, candidate JSON and a model card; verify them."""
     from slimsearch.search.result import Result
 
-    exported = Result(run_dir).export(trial=trial, out=out)
+    result = Result(run_dir)
+    if verify_only:
+        from slimsearch.errors import ConfigError
+        from slimsearch.export import verify_export
+
+        if trial is None or out is None:
+            raise ConfigError("--verify-only needs --trial N and -o DIR (the export folder to check)")
+        check = verify_export(result, out, trial=trial)
+        print(f"verified {out} against trial {trial}: max logit difference "
+              f"{max(check['onnx_max_logit_difference'], check['pt2_max_logit_difference']):.1e}, "
+              f"ONNX test accuracy {check['onnx_test_accuracy']:.2%}, speed-up {check['speedup']:.2f}x")
+        return
+    exported = result.export(trial=trial, best_under=best_under, knee=knee, out=out)
     check = exported.verification
     print(f"exported trial {exported.trial} to {exported.out_dir}: "
-          + ", ".join(path.name for path in exported.files.values())
-          + f" (verified: max logit difference {check['max_logit_difference']:.1e}, "
-          f"ONNX test accuracy {check['onnx_test_accuracy']:.2%})")
+          + ", ".join(sorted(path.name for path in exported.files.values()))
+          + f" (verified: max logit difference {max(check['onnx_max_logit_difference'], check['pt2_max_logit_difference']):.1e}, "
+          f"ONNX test accuracy {check['onnx_test_accuracy']:.2%}, re-measured speed-up {check['speedup']:.2f}x)")
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Deployable artifacts of a chosen trial, re-checked against what the search reported.
 
 Nothing is retrained: the student is rebuilt from the teacher and the trial's candidate, and
-its fine-tuned weights come from the trial's stored artifact.
+its fine-tuned weights come from the trial's stored artifact. After writing, every artifact is
+loaded back and compared with the fine-tuned model and with the trial's figures; export fails
+loudly if any of them is off by more than the tolerances below.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ from typing import Any
 
 from slimsearch.errors import ExportError
 
-# How far the exported model may be from the trial's figures before export refuses it.
-MAX_LOGIT_DIFFERENCE = 1e-3
-MAX_ACCURACY_DIFFERENCE = 0.005  # 0.5 points
+# How far an exported model may be from the trial's figures before export refuses it.
+TOLERANCES = {
+    "max_logit_difference": 1e-3,  # ONNX Runtime / torch.export against the fine-tuned torch model
+    "accuracy_points": 0.5,  # test accuracy, in percentage points
+    # Latency is re-measured against the teacher in one window; the speed-up may drift this much
+    # on a busy machine without the artifact being wrong.
+    "speedup_relative": 0.35,
+}
+ARTIFACTS = ("model.onnx", "model.pt2", "weights.pt", "candidate.json", "MODEL_CARD.md", "model_card.json")
 
 
 @dataclass
@@ -27,19 +35,35 @@ class ExportResult:
     verification: dict[str, Any] = field(default_factory=dict)
 
 
-def _choose_trial(result, trial: int | None):
+def choose_trial(result, *, trial: int | None = None, best_under: str | None = None, knee: bool = False):
+    """The trial to export: a number, the most accurate front model under a latency, the knee, or
+    by default the recommended model (most accurate feasible)."""
+    from slimsearch.config import Budget
     from slimsearch.reports.data import recommended
 
-    study_trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
-    if trial is None:
-        best = recommended(result.front)
-        if best is None:
-            raise ExportError(f"no feasible trial to export in {result.run_dir}: the front is empty; "
-                              f"pass --trial N to export a specific completed trial")
-        trial = int(best["trial"])
-    exportable = sorted(n for n, t in study_trials.items() if "weights_artifact" in t.user_attrs)
-    chosen = study_trials.get(trial)
+    if sum(x is not None and x is not False for x in (trial, best_under, knee)) > 1:
+        raise ExportError("choose one of --trial, --best-under and --knee")
+    trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
+    exportable = sorted(n for n, t in trials.items() if "weights_artifact" in t.user_attrs)
     listed = ", ".join(map(str, exportable)) or "none yet"
+    front = result.front
+    if trial is None and front.empty:
+        raise ExportError(f"no feasible trial to export in {result.run_dir}: the front is empty; "
+                          f"pass --trial N to export a specific trial (exportable: {listed})")
+    if best_under is not None:
+        limit = Budget.parse(best_under).limit_ms(result.teacher["latency_ms"])
+        under = front[front["latency_ms"] <= limit]
+        if under.empty:
+            raise ExportError(f"no front model is under {best_under}: the fastest measures "
+                              f"{front['latency_ms'].min():.3f} ms")
+        trial = int(recommended(under)["trial"])
+    elif knee:
+        from slimsearch.reports.insights import knee_point
+
+        trial = int(knee_point(front)["trial"])
+    elif trial is None:
+        trial = int(recommended(front)["trial"])
+    chosen = trials.get(trial)
     if chosen is None:
         raise ExportError(f"trial {trial} does not exist in {result.run_dir}; exportable trials: {listed}")
     if "weights_artifact" not in chosen.user_attrs:
@@ -49,59 +73,132 @@ def _choose_trial(result, trial: int | None):
     return chosen
 
 
-def export_trial(result, *, trial: int | None = None, out: str | Path | None = None) -> ExportResult:
-    """Write model.onnx, weights.pt and candidate.json for a trial, then verify them."""
+def export_trial(result, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
+                 out: str | Path | None = None) -> ExportResult:
+    """Write every artifact of the chosen trial into `out`, then verify them."""
+    import torch
     from optuna.artifacts import download_artifact
 
-    from slimsearch.evaluators.accuracy import accuracy_from_logits
-    from slimsearch.evaluators.deploy import export_onnx, onnx_predict, onnx_session
-    from slimsearch.evaluators.train import predict_logits
+    from slimsearch.evaluators.deploy import export_onnx
+    from slimsearch.model_card import write_model_card
     from slimsearch.search.storage import artifact_store
-    from slimsearch.search.trial import load_student
     from slimsearch.spaces import Candidate
-    from slimsearch.tasks import create_task
 
-    chosen = _choose_trial(result, trial)
-    config = result.config
+    chosen = choose_trial(result, trial=trial, best_under=best_under, knee=knee)
     out_dir = Path(out) if out else result.run_dir / "export" / f"trial-{chosen.number}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ExportError(f"cannot write to export folder {str(out_dir)!r}: {error.strerror}") from None
-    files = {"onnx": out_dir / "model.onnx", "weights": out_dir / "weights.pt", "candidate": out_dir / "candidate.json"}
+    files = {name: out_dir / name for name in ARTIFACTS}
 
     weights_tmp = out_dir / f".weights.pt.tmp-{os.getpid()}"
     weights_tmp.unlink(missing_ok=True)
     download_artifact(artifact_store=artifact_store(result.run_dir), file_path=str(weights_tmp),
                       artifact_id=chosen.user_attrs["weights_artifact"])
-    os.replace(weights_tmp, files["weights"])
+    os.replace(weights_tmp, files["weights.pt"])
     candidate = Candidate.from_dict(chosen.user_attrs["candidate"])
-    files["candidate"].write_text(candidate.to_json(indent=2) + "\n")
+    files["candidate.json"].write_text(candidate.to_json(indent=2) + "\n")
 
-    task = create_task(config.task, seed=config.seed)
-    student = load_student(candidate, task, config, files["weights"])
-    export_onnx(student, task.example_input, files["onnx"])
+    task = _task(result)
+    student = _load_student(result, task, files)
+    export_onnx(student, task.example_input, files["model.onnx"])
+    # torch.export specialises a batch dimension of size 1, so trace with a batch of two.
+    batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
+    program = torch.export.export(student, (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(program, str(files["model.pt2"]))
 
-    # Verify: reload each artifact and compare with the fine-tuned model and the trial's figures.
-    inputs, labels = task.test.tensors
-    reloaded = load_student(Candidate.from_json(files["candidate"].read_text()), task, config, files["weights"])
-    torch_logits = predict_logits(reloaded, inputs)
-    onnx_logits = onnx_predict(onnx_session(files["onnx"], threads=config.target.threads), inputs)
-    difference = float((torch_logits - onnx_logits).abs().max())
-    onnx_accuracy = accuracy_from_logits(onnx_logits, labels)
-    reported = chosen.user_attrs.get("test_accuracy")
-    verification = {
-        "max_logit_difference": difference,
-        "argmax_agreement": float((torch_logits.argmax(1) == onnx_logits.argmax(1)).float().mean()),
-        "onnx_test_accuracy": onnx_accuracy,
-        "reported_test_accuracy": reported,
-        "tolerances": {"max_logit_difference": MAX_LOGIT_DIFFERENCE, "accuracy": MAX_ACCURACY_DIFFERENCE},
-    }
-    (out_dir / "export.json").write_text(json.dumps({"trial": chosen.number, "verification": verification}, indent=2))
-    if difference > MAX_LOGIT_DIFFERENCE:
-        raise ExportError(f"exported ONNX model differs from the fine-tuned model: max logit difference "
-                          f"{difference:.2e} > {MAX_LOGIT_DIFFERENCE:.0e} (files in {out_dir})")
-    if reported is not None and abs(onnx_accuracy - reported) > MAX_ACCURACY_DIFFERENCE:
-        raise ExportError(f"exported model's test accuracy {onnx_accuracy:.2%} differs from the trial's reported "
-                          f"{reported:.2%} by more than {MAX_ACCURACY_DIFFERENCE:.1%} (files in {out_dir})")
+    verification = verify_export(result, out_dir, trial=chosen.number, task=task)
+    write_model_card(result, chosen, verification, files["MODEL_CARD.md"], files["model_card.json"])
     return ExportResult(chosen.number, out_dir, files, verification)
+
+
+def _task(result):
+    from slimsearch.tasks import create_task
+
+    return create_task(result.config.task, seed=result.config.seed)
+
+
+def _load_student(result, task, files: dict[str, Path]):
+    from slimsearch.search.trial import load_student
+    from slimsearch.spaces import Candidate
+
+    try:
+        candidate = Candidate.from_json(files["candidate.json"].read_text())
+    except (OSError, ValueError) as error:
+        raise ExportError(f"candidate.json in {files['candidate.json'].parent} is unreadable: {error}") from None
+    try:
+        return load_student(candidate, task, result.config, files["weights.pt"])
+    except Exception as error:  # truncated file, wrong tensors, shapes that do not fit the candidate
+        raise ExportError(f"weights.pt in {files['weights.pt'].parent} does not load into the trial's model: "
+                          f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+
+
+def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict[str, Any]:
+    """Reload each artifact in `out_dir` and compare it with the fine-tuned model and the trial's figures."""
+    import torch
+
+    from slimsearch.evaluators import latency
+    from slimsearch.evaluators.accuracy import accuracy_from_logits
+    from slimsearch.evaluators.deploy import onnx_predict, onnx_session
+    from slimsearch.evaluators.train import predict_logits
+    from slimsearch.search.trial import latency_settings
+
+    out_dir = Path(out_dir)
+    files = {name: out_dir / name for name in ARTIFACTS}
+    for name in ("model.onnx", "model.pt2", "weights.pt", "candidate.json"):
+        if not files[name].exists():
+            raise ExportError(f"{name} is missing from {out_dir}")
+    task = task or _task(result)
+    figures = result.study.trials[trial].user_attrs
+    inputs, labels = task.test.tensors
+    student = _load_student(result, task, files)
+    reference = predict_logits(student, inputs)
+
+    try:
+        session = onnx_session(files["model.onnx"], threads=result.config.target.threads)
+        onnx_logits = onnx_predict(session, inputs)
+    except Exception as error:
+        raise ExportError(f"model.onnx in {out_dir} does not load or run in ONNX Runtime: "
+                          f"{str(error).splitlines()[0][:200]}") from None
+    try:
+        program = torch.export.load(str(files["model.pt2"])).module()
+        with torch.inference_mode():
+            pt2_logits = torch.cat([program(inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
+    except Exception as error:
+        raise ExportError(f"model.pt2 in {out_dir} does not load or run with torch.export: "
+                          f"{str(error).splitlines()[0][:200]}") from None
+
+    checks = {
+        "onnx_max_logit_difference": float((onnx_logits - reference).abs().max()),
+        "pt2_max_logit_difference": float((pt2_logits - reference).abs().max()),
+        "onnx_test_accuracy": accuracy_from_logits(onnx_logits, labels),
+        "reported_test_accuracy": figures.get("test_accuracy"),
+    }
+    for name in ("onnx", "pt2"):
+        difference = checks[f"{name}_max_logit_difference"]
+        if not difference <= TOLERANCES["max_logit_difference"]:
+            raise ExportError(f"model.{name} in {out_dir} does not match the fine-tuned model: max logit "
+                              f"difference {difference:.2e} > {TOLERANCES['max_logit_difference']:.0e}")
+    reported = checks["reported_test_accuracy"]
+    gap_points = abs(checks["onnx_test_accuracy"] - reported) * 100 if reported is not None else 0.0
+    if gap_points > TOLERANCES["accuracy_points"]:
+        raise ExportError(f"exported model's test accuracy {checks['onnx_test_accuracy']:.2%} differs from trial "
+                          f"{trial}'s reported {reported:.2%} by {gap_points:.1f} points "
+                          f"(> {TOLERANCES['accuracy_points']} allowed)")
+
+    # Latency: the deployed file itself, against the teacher in the same window, as in the search.
+    settings = latency_settings(result.config)
+    teacher_runner = latency.make_runner(task.teacher, task.example_input, settings)
+    student_runner = latency.make_runner(student, task.example_input, settings,
+                                         onnx_path=files["model.onnx"] if settings.runtime == "onnxruntime" else None)
+    measured = latency.measure_pair(student_runner, teacher_runner, settings)
+    checks.update({"latency_ms": measured.student.median_ms, "latency_iqr_ms": measured.student.iqr_ms,
+                   "teacher_latency_ms": measured.teacher.median_ms, "speedup": measured.speedup,
+                   "reported_speedup": figures.get("speedup"), "tolerances": TOLERANCES})
+    reported_speedup = figures.get("speedup")
+    if reported_speedup and abs(measured.speedup / reported_speedup - 1) > TOLERANCES["speedup_relative"]:
+        raise ExportError(f"re-measured speed-up {measured.speedup:.2f}x differs from trial {trial}'s reported "
+                          f"{reported_speedup:.2f}x by more than {TOLERANCES['speedup_relative']:.0%}")
+    (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
+    return checks

@@ -18,6 +18,7 @@ from slimsearch.config import SearchConfig
 from slimsearch.errors import InfeasibleBudgetError, SlimsearchError
 from slimsearch.evaluators.size import packed_size_bytes, parameter_count
 from slimsearch.search import storage as st
+from slimsearch.search.environment import environment_info
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.trial import TrialContext, latency_settings, run_trial
 from slimsearch.spaces import Space
@@ -57,6 +58,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
             study.set_user_attr(st.FINGERPRINT_ATTR, expected)
             study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
             study.set_user_attr("teacher", teacher)
+            study.set_user_attr("environment", environment_info(config))
         st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
         if config.storage is None:
             _requeue_lost_trials(study, console)

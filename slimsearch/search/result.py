@@ -51,6 +51,11 @@ class Result:
 
         return teacher_info(self.study)
 
+    @property
+    def environment(self) -> dict[str, Any]:
+        """Machine, runtime versions, threads and batch size the latencies were measured under."""
+        return dict(self.study.user_attrs.get("environment", {}))
+
     def write_tables(self) -> dict[str, Path]:
         """trials.csv / trials.parquet / front.csv and the first HTML page, next to the study."""
         from slimsearch.reports.html import write_front_page
@@ -69,11 +74,12 @@ class Result:
 
         return write_front_page(self, Path(out) if out else self.run_dir / "report.html")
 
-    def export(self, *, trial: int | None = None, out: str | Path | None = None):
-        """Export a trial (default: the most accurate feasible one) as deployable artifacts."""
+    def export(self, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
+               out: str | Path | None = None):
+        """Export a trial (default: the most accurate feasible one) as deployable, verified artifacts."""
         from slimsearch.export import export_trial
 
-        return export_trial(self, trial=trial, out=out)
+        return export_trial(self, trial=trial, best_under=best_under, knee=knee, out=out)
 
     def __repr__(self) -> str:
         return f"Result({str(self.run_dir)!r})"

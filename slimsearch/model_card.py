@@ -1,0 +1,76 @@
+"""The model card shipped with an export: what the model is, how it was made, how it measures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    teacher, config = result.teacher, result.config
+    accuracy, latency_ms, size_bytes = trial.values
+    return {
+        "task": config.task,
+        "trial": trial.number,
+        "teacher": {key: teacher.get(key) for key in ("name", "val_accuracy", "test_accuracy", "latency_ms",
+                                                      "size_bytes", "params_count")},
+        "knobs": attrs["candidate"],
+        "accuracy": {"validation": accuracy, "test": attrs.get("test_accuracy"),
+                     "test_exported_onnx": verification.get("onnx_test_accuracy")},
+        "size": {"packed_bytes": int(size_bytes), "onnx_bytes": attrs.get("onnx_bytes"),
+                 "params_count": attrs.get("params_count")},
+        "latency": {"search_median_ms": latency_ms, "search_speedup": attrs.get("speedup"),
+                    "export_median_ms": verification.get("latency_ms"),
+                    "export_speedup": verification.get("speedup"),
+                    "budget": str(config.latency_budget)},
+        # Runs made before environments were recorded still know their target from the config.
+        "conditions": result.environment or config.to_dict()["target"],
+        "verification": verification,
+    }
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def write_model_card(result, trial, verification: dict[str, Any], markdown_path: Path, json_path: Path) -> None:
+    card = model_card(result, trial, verification)
+    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    teacher, size, latency = card["teacher"], card["size"], card["latency"]
+    conditions = card["conditions"]
+    choices = card["knobs"]["choices"]
+    knob_lines = "\n".join(f"- **{family}**: " + ", ".join(f"`{target}` = {value}" for target, value in sorted(values.items()))
+                           for family, values in sorted(choices.items()))
+    teacher_size = teacher.get("size_bytes") or 0
+    markdown = f"""# Model card: {card['task']}, trial {card['trial']}
+
+Compressed by slimsearch from the `{teacher.get('name')}` teacher; fine-tuned with distillation.
+
+| | this model | teacher |
+|---|---|---|
+| test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}) | {_percent(teacher.get('test_accuracy'))} |
+| validation accuracy | {_percent(card['accuracy']['validation'])} | {_percent(teacher.get('val_accuracy'))} |
+| latency (median) | {latency['search_median_ms']:.3f} ms in the search, {latency['export_median_ms']:.3f} ms at export | {teacher.get('latency_ms', 0):.3f} ms |
+| speed-up | {latency['search_speedup']:.2f}x (export: {latency['export_speedup']:.2f}x) | 1.00x |
+| packed size | {size['packed_bytes'] / 1024:.1f} KiB ({size['packed_bytes'] / max(teacher_size, 1):.1%} of the teacher) | {teacher_size / 1024:.1f} KiB |
+| parameters | {size['params_count']} | {teacher.get('params_count')} |
+
+Latency budget: {latency['budget']}. Latency conditions: {conditions.get('runtime')} on {conditions.get('device')},
+batch {conditions.get('batch_size')}, {conditions.get('threads')} thread(s), CPU {conditions.get('cpu')}
+({conditions.get('cpu_count')} cores); versions {json.dumps(conditions.get('versions', {}))}.
+
+## Knobs
+
+{knob_lines}
+
+## Files
+
+- `model.onnx` — for ONNX Runtime (input `input`, output `logits`, dynamic batch)
+- `model.pt2` — `torch.export` program (`torch.export.load(path).module()`)
+- `weights.pt` — the fine-tuned state dict (`torch.load(path, weights_only=True)`); with `candidate.json`
+  and the teacher it rebuilds the model
+- `verification.json` — what export checked, with the tolerances
+"""
+    markdown_path.write_text(markdown)

@@ -1,0 +1,49 @@
+"""The conditions latency numbers hold under: machine, runtime versions, threads, batch size."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+from slimsearch.config import SearchConfig
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_info(config: SearchConfig) -> dict:
+    """A record kept with the study, so every figure can be read with its conditions."""
+    import torch
+
+    target = config.target
+    gpu = torch.cuda.get_device_name(0) if target.device == "cuda" and torch.cuda.is_available() else None
+    return {
+        "machine": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in ("slimsearch", "torch", "onnxruntime", "onnx", "optuna", "torch-pruning")},
+        "runtime": target.runtime,
+        "device": target.device,
+        "batch_size": target.batch_size,
+        "threads": target.threads,
+        "latency": config.to_dict()["latency"],
+    }

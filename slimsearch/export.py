@@ -58,9 +58,12 @@ def choose_trial(result, *, trial: int | None = None, best_under: str | None = N
                               f"{front['latency_ms'].min():.3f} ms")
         trial = int(recommended(under)["trial"])
     elif knee:
-        from slimsearch.reports.insights import knee_point
+        from slimsearch.reports.insights import knee_trial
 
-        trial = int(knee_point(front)["trial"])
+        trial = knee_trial(front)
+        if trial is None:
+            raise ExportError(f"the front in {result.run_dir} has no knee (it needs at least three models that trade "
+                              f"latency for accuracy); use --trial N or --best-under instead")
     elif trial is None:
         trial = int(recommended(front)["trial"])
     chosen = trials.get(trial)

@@ -72,3 +72,14 @@ def test_corrupted_stored_weights_fail_export(run, tmp_path):
 def test_trial_that_was_never_fine_tuned_is_refused(run, tmp_path):
     with pytest.raises(ExportError, match="trial 999 does not exist"):
         run.export(trial=999, out=tmp_path / "x")
+
+
+def test_knee_is_exported_or_refused_with_a_reason(run, tmp_path):
+    from slimsearch.reports.insights import knee_trial
+
+    knee = knee_trial(run.front)
+    if knee is None:
+        with pytest.raises(ExportError, match="has no knee"):
+            run.export(knee=True, out=tmp_path / "knee")
+    else:
+        assert run.export(knee=True, out=tmp_path / "knee").trial == knee

@@ -80,3 +80,135 @@ def recommended(front: pd.DataFrame) -> dict[str, Any] | None:
     if front.empty:
         return None
     return front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0].to_dict()
+
+
+# --- what a candidate did, per layer -----------------------------------------------------------
+
+# Families whose choices are settings of the whole run, keyed by parameter name, not by layer.
+RUN_WIDE_FAMILIES = frozenset({"distill"})
+# Keys read, in order, to turn a per-layer dict choice (e.g. quant's {"bits": 8, "mode": ...}) into one number.
+_NUMERIC_KEYS = ("ratio", "bits", "rank_ratio", "rank", "threshold")
+
+
+def candidate_choices(candidate_json: str | None) -> dict[str, Any]:
+    """The `choices` mapping of a stored candidate; {} for a trial that never got one."""
+    if not isinstance(candidate_json, str):
+        return {}
+    try:
+        choices = json.loads(candidate_json).get("choices", {})
+    except (ValueError, AttributeError):
+        return {}
+    return choices if isinstance(choices, dict) else {}
+
+
+def choice_value(choice: Any) -> float | None:
+    """One number for a per-layer choice (a ratio, bits, on/off as 1/0); None when it has no number."""
+    if isinstance(choice, bool):
+        return float(choice)
+    if isinstance(choice, (int, float)):
+        return float(choice)
+    if isinstance(choice, dict):
+        if choice.get("on") is False:
+            return 0.0
+        for key in _NUMERIC_KEYS:
+            if isinstance(choice.get(key), (int, float)) and not isinstance(choice.get(key), bool):
+                return float(choice[key])
+        if isinstance(choice.get("on"), bool):
+            return float(choice["on"])
+    return None
+
+
+def compression_strength(family: str, value: float | None) -> float | None:
+    """How much a choice changes its layer, 0 (untouched) to 1, so that families share one colour scale.
+
+    The raw values live on different scales (a prune ratio, a bit width, a rank ratio kept), so
+    the heatmap is coloured by this and labelled with the raw value.
+    """
+    if value is None:
+        return None
+    if family == "quant":
+        return min(max(1.0 - value / 32.0, 0.0), 1.0)
+    if family == "lowrank":
+        return min(max(1.0 - value, 0.0), 1.0)
+    if family in ("prune", "separable", "exits"):
+        return min(max(value, 0.0), 1.0)
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def choice_label(family: str, choice: Any) -> str:
+    """A short reading of one per-layer choice for a heatmap cell (plain text, not yet escaped)."""
+    if isinstance(choice, bool):
+        return "on" if choice else "off"
+    if isinstance(choice, float):
+        return f"{choice:.2f}"
+    if isinstance(choice, int):
+        return str(choice)
+    if isinstance(choice, dict):
+        if "on" in choice and not choice["on"]:
+            return "off"
+        if "bits" in choice:
+            mode = choice.get("mode")
+            return f"{choice['bits']}b" + (f" {mode}" if mode and mode != "uniform" else "")
+        if "threshold" in choice:
+            return f"on @{choice['threshold']:.2f}" if isinstance(choice["threshold"], (int, float)) else "on"
+    text = json.dumps(choice, sort_keys=True, default=str)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def layer_matrix(trials: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of per-layer choices: one row per (trial, family, layer) with value, strength and label.
+
+    Generic over families: any family outside RUN_WIDE_FAMILIES whose choices are a mapping from
+    layer name to a choice is read; a choice of unknown shape keeps its label and gets no number.
+    Rows keep the order layers first appear in, which is the order the space listed them.
+    """
+    rows = []
+    for trial, candidate in zip(trials["trial"], trials["candidate"]):
+        for family, per_layer in candidate_choices(candidate).items():
+            if family in RUN_WIDE_FAMILIES or not isinstance(per_layer, dict):
+                continue
+            for layer, choice in per_layer.items():
+                value = choice_value(choice)
+                rows.append({"trial": int(trial), "family": str(family), "layer": str(layer), "value": value,
+                             "strength": compression_strength(family, value), "label": choice_label(family, choice)})
+    return pd.DataFrame(rows, columns=["trial", "family", "layer", "value", "strength", "label"])
+
+
+def knob_lines(candidate_json: str | None) -> list[str]:
+    """A readable summary of a candidate, one plain-text line per family (escape before drawing)."""
+    lines = []
+    for family, choices in candidate_choices(candidate_json).items():
+        if not isinstance(choices, dict) or not choices:
+            continue
+        if family in RUN_WIDE_FAMILIES:
+            settings = ", ".join(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+                                 for key, value in choices.items())
+            lines.append(f"{family}: {settings}")
+            continue
+        values = [v for v in (choice_value(c) for c in choices.values()) if v is not None]
+        touched = sum(1 for v in values if compression_strength(family, v))
+        if family == "quant":
+            bits = pd.Series(values).value_counts().sort_index()
+            detail = ", ".join(f"{int(b)}b ×{n}" for b, n in bits.items())
+        elif values:
+            detail = f"mean {sum(values) / len(values):.2f}, max {max(values):.2f}"
+        else:
+            detail = "no numeric choices"
+        lines.append(f"{family}: {touched}/{len(choices)} layers changed; {detail}")
+    return lines
+
+
+def trial_status(trials: pd.DataFrame, front: pd.DataFrame) -> pd.Series:
+    """Each trial's place in the search: front, dominated, over budget, stopped early, failed, running."""
+    on_front = set(front["trial"])
+
+    def status(row) -> str:
+        if row.state != "complete":
+            return "failed" if row.state == "fail" else str(row.state)
+        if isinstance(row.stopped_early, str):
+            return "stopped early"
+        if not row.feasible:
+            return "over budget"
+        return "front" if row.trial in on_front else "dominated"
+
+    return pd.Series([status(row) for row in trials.itertuples()], index=trials.index, dtype=object)

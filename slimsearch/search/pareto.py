@@ -22,3 +22,47 @@ def pareto_indices(points: Sequence[Sequence[float]], directions: Sequence[str])
     """Indices of the non-dominated points (duplicates all stay on the front)."""
     return [i for i, p in enumerate(points)
             if not any(dominates(q, p, directions) for j, q in enumerate(points) if j != i)]
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Exact hypervolume dominated by `points` and bounded by `reference`, every objective minimised.
+
+    Points that are not strictly better than `reference` in every objective add nothing and are
+    dropped. The volume is summed over slices along the last axis: between two consecutive
+    values of it, the points at or below the slice span a (d-1)-dimensional hypervolume,
+    computed the same way. That is O(n^d log n) for d >= 3, fine for the few hundred trials a
+    search has (the inclusion-exclusion or WFG algorithms only pay off far beyond that).
+    """
+    reference = [float(r) for r in reference]
+    if not reference:
+        raise ValueError(f"hypervolume needs at least one objective, but got {reference=}")
+    clean = []
+    for point in points:
+        point = [float(x) for x in point]
+        if len(point) != len(reference):
+            raise ValueError(f"every point needs {len(reference)} objectives like the reference, but got {point=}")
+        if all(x < r for x, r in zip(point, reference)):
+            clean.append(point)
+    return _hypervolume(clean, reference)
+
+
+def _hypervolume(points: list[list[float]], reference: list[float]) -> float:
+    if not points:
+        return 0.0
+    if len(reference) == 1:
+        return reference[0] - min(p[0] for p in points)
+    if len(reference) == 2:
+        # The 2-D sweep: sorted by x, each point adds the strip between its y and the best y so far.
+        volume, best_y = 0.0, reference[1]
+        for x, y in sorted(points):
+            if y < best_y:
+                volume += (reference[0] - x) * (best_y - y)
+                best_y = y
+        return volume
+    ordered = sorted(points, key=lambda p: p[-1])
+    volume = 0.0
+    for i, point in enumerate(ordered):
+        top = ordered[i + 1][-1] if i + 1 < len(ordered) else reference[-1]
+        if top > point[-1]:
+            volume += (top - point[-1]) * _hypervolume([p[:-1] for p in ordered[: i + 1]], reference[:-1])
+    return volume

@@ -18,8 +18,7 @@ from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.tasks.registry import register_task
-from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.tasks.teachers import load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.tasks.teachers import task_with_cached_teacher, teacher_key
 
 # The split is part of the task's definition, fixed whatever the teacher's seed, so every
 # run reports on the same test images.
@@ -64,25 +63,10 @@ def digits_task(*, cache_dir: Path | None = None, seed: int = 0) -> Task:
 
     key = teacher_key("digits", widths=WIDTHS, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed,
                       input=(1, IMAGE_SIZE, IMAGE_SIZE), split_seed=SPLIT_SEED)
-    teacher, meta = load_or_train_teacher(
-        key=key,
-        build=build,
+    return task_with_cached_teacher(
+        name="digits", splits=(train, val, test), build=build, key=key,
         train=lambda model: fit(model, train, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed),
-        evaluate=lambda model: {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)},
-        cache_dir=cache_dir,
-        label="digits teacher",
-        seed=seed,
-    )
-    return Task(
-        name="digits",
-        teacher=teacher,
-        train=train,
-        val=val,
-        test=test,
-        example_input=train.tensors[0][:1].clone(),
-        num_classes=10,
-        info=teacher_info(meta, dataset="digits",
-                          description=f"scikit-learn 8x8 digits upsampled to {IMAGE_SIZE}x{IMAGE_SIZE}; "
-                                      f"ResidualCNN{WIDTHS} teacher"),
+        dataset="digits", cache_dir=cache_dir, seed=seed,
+        description=f"scikit-learn 8x8 digits upsampled to {IMAGE_SIZE}x{IMAGE_SIZE}; ResidualCNN{WIDTHS} teacher",
     )
 

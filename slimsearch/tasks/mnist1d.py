@@ -20,8 +20,7 @@ from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.tasks.registry import register_task
-from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.tasks.teachers import default_cache_dir, load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.tasks.teachers import default_cache_dir, task_with_cached_teacher, teacher_key
 
 SPLIT_SEED = 0
 VAL_FRACTION = 0.15
@@ -96,23 +95,9 @@ def mnist1d_task(*, cache_dir: Path | None = None, seed: int = 0) -> Task:
     length = train.tensors[0].shape[-1]
     key = teacher_key("mnist1d", widths=WIDTHS, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed,
                       input=(1, length), split_seed=SPLIT_SEED, data=DATA_VERSION)
-    teacher, meta = load_or_train_teacher(
-        key=key,
-        build=build,
+    return task_with_cached_teacher(
+        name="mnist1d", splits=(train, val, test), build=build, key=key,
         train=lambda model: fit(model, train, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=seed),
-        evaluate=lambda model: {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)},
-        cache_dir=cache_dir,
-        label="mnist1d teacher",
-        seed=seed,
-    )
-    return Task(
-        name="mnist1d",
-        teacher=teacher,
-        train=train,
-        val=val,
-        test=test,
-        example_input=train.tensors[0][:1].clone(),
-        num_classes=10,
-        info=teacher_info(meta, dataset="mnist1d",
-                          description=f"MNIST-1D sequences of length {length}; 1-D ResidualCNN{WIDTHS} teacher"),
+        dataset="mnist1d", cache_dir=cache_dir, seed=seed,
+        description=f"MNIST-1D sequences of length {length}; 1-D ResidualCNN{WIDTHS} teacher",
     )

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from slimsearch.config import default_cache_dir
+from slimsearch.evaluators.accuracy import accuracy
 
 # Bump when something the key does not spell out changes how teachers are trained
 # (e.g. the training loop or the data preprocessing), so stale weights are never reused.
@@ -161,3 +162,23 @@ def _file_lock(path: Path, *, waiting: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def task_with_cached_teacher(*, name: str, splits, build: Callable[[], nn.Module],
+                             train: Callable[[nn.Module], nn.Module], key: str, dataset: str, description: str,
+                             cache_dir: Path | None, seed: int):
+    """A built-in Task whose teacher is trained once on `splits` and then read from the cache.
+
+    The built-in tasks differ only in data, architecture and recipe; this is the rest of them.
+    """
+    from slimsearch.tasks.base import Task
+
+    train_split, val, test = splits
+    teacher, meta = load_or_train_teacher(
+        key=key, build=build, train=train,
+        evaluate=lambda model: {"val_accuracy": accuracy(model, val), "test_accuracy": accuracy(model, test)},
+        cache_dir=cache_dir, label=f"{name} teacher", seed=seed,
+    )
+    return Task(name=name, teacher=teacher, train=train_split, val=val, test=test,
+                example_input=train_split.tensors[0][:1].clone(), num_classes=10,
+                info=teacher_info(meta, dataset=dataset, description=description))

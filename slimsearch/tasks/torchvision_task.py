@@ -16,8 +16,7 @@ from slimsearch.errors import TaskError
 from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
 from slimsearch.tasks.digits import digits_splits
-from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.tasks.teachers import load_or_train_teacher, teacher_info, teacher_key
+from slimsearch.tasks.teachers import task_with_cached_teacher, teacher_key
 
 DATASETS = ("digits",)
 IMAGE_SIZE = 32
@@ -59,26 +58,11 @@ def torchvision_task(model: str, *, dataset: str = "digits", cache_dir: Path | N
 
     key = teacher_key(f"torchvision-{model}", dataset=dataset, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE,
                       seed=seed, input=input_shape, torchvision=torchvision.__version__)
-    teacher, meta = load_or_train_teacher(
-        key=key,
-        build=build,
-        train=train_teacher,
-        evaluate=lambda net: {"val_accuracy": accuracy(net, val), "test_accuracy": accuracy(net, test)},
-        cache_dir=cache_dir,
-        label=f"{task_name} teacher",
-        seed=seed,
-    )
-    return Task(
-        name=task_name,
-        teacher=teacher,
-        train=train,
-        val=val,
-        test=test,
-        example_input=train.tensors[0][:1].clone(),
-        num_classes=10,
-        info=teacher_info(meta, dataset=dataset,
-                          description=f"torchvision {model} (random init, {EPOCHS} epochs) on digits "
-                                      f"resized to {IMAGE_SIZE}x{IMAGE_SIZE}x3"),
+    return task_with_cached_teacher(
+        name=task_name, splits=(train, val, test), build=build, key=key, train=train_teacher,
+        dataset=dataset, cache_dir=cache_dir, seed=seed,
+        description=f"torchvision {model} (random init, {EPOCHS} epochs) on digits resized to "
+                    f"{IMAGE_SIZE}x{IMAGE_SIZE}x3",
     )
 
 

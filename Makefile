@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	@echo "bench/ lands with the benchmark issue; nothing to run yet"
+	$(BIN)/python bench/quant_latency.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

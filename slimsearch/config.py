@@ -23,6 +23,10 @@ GRANULARITIES = ("layer", "stage", "global")
 # Knob families the Candidate format knows; the ones with an implementation are registered in
 # `slimsearch.spaces`, the others are rejected there with a clear line until they land.
 KNOWN_FAMILIES = ("prune", "distill", "quant", "separable", "lowrank", "exits")
+# Bit widths a quantized layer may take: 32 is float, 16 half precision, 8 and below integer.
+QUANT_BITS = (32, 16, 8, 4, 2)
+# How a layer of 8 bits or fewer stores its weights: per-channel affine grid or k-means codebook.
+QUANT_MODES = ("uniform", "kmeans")
 
 _BUDGET_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(?P<unit>ms|us|µs|s|x)\s*$", re.I)
 _UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
@@ -137,16 +141,22 @@ class FinetuneConfig:
 class SpaceConfig:
     """Which knob families are searched and their ranges."""
 
-    families: tuple[str, ...] = ("prune", "distill")
+    families: tuple[str, ...] = ("prune", "quant", "distill")
     granularity: str = "layer"
     max_prune_ratio: float = 0.9
     prune_step: float = 0.05
     round_to: int = 8
     temperature: tuple[float, float] = (1.0, 8.0)
     alpha: tuple[float, float] = (0.0, 1.0)
+    bits: tuple[int, ...] = QUANT_BITS
+    quant_modes: tuple[str, ...] = QUANT_MODES
+    # Module names kept in float whatever the sampler says (e.g. ["stem.0", "head"]); checked
+    # against the model in Space.discover, where the names are known.
+    pin_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
+        self._check_quant()
         object.__setattr__(self, "temperature", tuple(self.temperature))
         object.__setattr__(self, "alpha", tuple(self.alpha))
         for family in self.families:
@@ -163,6 +173,26 @@ class SpaceConfig:
             if not (lowest <= low <= high) or (key == "alpha" and high > 1):
                 allowed = "0 <= low <= high <= 1" if key == "alpha" else "0 < low <= high"
                 raise ConfigError(f"space.{key} must be [low, high] with {allowed}, but got {key}={[low, high]}")
+
+    def _check_quant(self) -> None:
+        for key in ("bits", "quant_modes", "pin_float"):
+            value = getattr(self, key)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ConfigError(f"space.{key} must be a list, but got {key}={value!r}")
+            object.__setattr__(self, key, tuple(value))
+        allowed_bits = ", ".join(map(str, QUANT_BITS))
+        for bits in self.bits:
+            if isinstance(bits, bool) or bits not in QUANT_BITS:
+                raise ConfigError(f"space.bits may only hold {allowed_bits}, but got bits={bits!r}")
+        if not self.bits or len(set(self.bits)) != len(self.bits):
+            raise ConfigError(f"space.bits must list distinct bit widths from {allowed_bits}, but got bits={list(self.bits)}")
+        for mode in self.quant_modes:
+            _check_choice("space.", "quant_modes", mode, QUANT_MODES)
+        if not self.quant_modes:
+            raise ConfigError(f"space.quant_modes must name at least one of {', '.join(QUANT_MODES)}, but got quant_modes=[]")
+        for name in self.pin_float:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"space.pin_float must list module names such as 'stem.0' or 'head', but got {name!r}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,15 @@ from slimsearch.errors import ExportError
 # How far an exported model may be from the trial's figures before export refuses it.
 TOLERANCES = {
     "max_logit_difference": 1e-3,  # ONNX Runtime / torch.export against the fine-tuned torch model
+    # ORT's int8 kernels round differently from the fake-quant arithmetic the model trained with,
+    # so a quantized ONNX file is held to agreeing on predictions instead of logits.
+    "quantized_argmax_agreement": 0.95,
     "accuracy_points": 0.5,  # test accuracy, in percentage points
     # Latency is re-measured against the teacher in one window; the speed-up may drift this much
     # on a busy machine without the artifact being wrong.
     "speedup_relative": 0.35,
 }
+VERIFY_WINDOWS = 3
 ARTIFACTS = ("model.onnx", "model.pt2", "weights.pt", "candidate.json", "MODEL_CARD.md", "model_card.json")
 
 
@@ -82,7 +87,7 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     import torch
     from optuna.artifacts import download_artifact
 
-    from slimsearch.evaluators.deploy import export_onnx
+    from slimsearch.evaluators.quantized_deploy import export_deployed
     from slimsearch.model_card import write_model_card
     from slimsearch.search.storage import artifact_store
     from slimsearch.spaces import Candidate
@@ -105,7 +110,8 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
 
     task = _task(result)
     student = _load_student(result, task, files)
-    export_onnx(student, task.example_input, files["model.onnx"])
+    # The same deployment form the trial was timed on: QDQ int8 / fp16 layers where it is quantized.
+    export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.train.tensors[0])
     # torch.export specialises a batch dimension of size 1, so trace with a batch of two.
     batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
     program = torch.export.export(student, (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
@@ -141,11 +147,11 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     """Reload each artifact in `out_dir` and compare it with the fine-tuned model and the trial's figures."""
     import torch
 
-    from slimsearch.evaluators import latency
     from slimsearch.evaluators.accuracy import accuracy_from_logits
     from slimsearch.evaluators.deploy import onnx_predict, onnx_session
     from slimsearch.evaluators.train import predict_logits
     from slimsearch.search.trial import latency_settings
+    from slimsearch.techniques.quantization import quantized_layers
 
     out_dir = Path(out_dir)
     files = {name: out_dir / name for name in ARTIFACTS}
@@ -178,7 +184,13 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
         "onnx_test_accuracy": accuracy_from_logits(onnx_logits, labels),
         "reported_test_accuracy": figures.get("test_accuracy"),
     }
-    for name in ("onnx", "pt2"):
+    quantized = bool(quantized_layers(student))
+    checks["argmax_agreement"] = float((onnx_logits.argmax(1) == reference.argmax(1)).float().mean())
+    if quantized and checks["argmax_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
+        raise ExportError(f"model.onnx in {out_dir} (quantized) predicts differently from the fine-tuned model on "
+                          f"{1 - checks['argmax_agreement']:.1%} of test samples "
+                          f"(> {1 - TOLERANCES['quantized_argmax_agreement']:.0%} allowed)")
+    for name in ("pt2",) if quantized else ("onnx", "pt2"):
         difference = checks[f"{name}_max_logit_difference"]
         if not difference <= TOLERANCES["max_logit_difference"]:
             raise ExportError(f"model.{name} in {out_dir} does not match the fine-tuned model: max logit "
@@ -192,16 +204,42 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
 
     # Latency: the deployed file itself, against the teacher in the same window, as in the search.
     settings = latency_settings(result.config)
-    teacher_runner = latency.make_runner(task.teacher, task.example_input, settings)
-    student_runner = latency.make_runner(student, task.example_input, settings,
-                                         onnx_path=files["model.onnx"] if settings.runtime == "onnxruntime" else None)
-    measured = latency.measure_pair(student_runner, teacher_runner, settings)
+    reported_speedup = figures.get("speedup")
+    windows = []
+    # On a shared 2-vCPU machine a whole process can land in a slow phase (int8 kernels suffer
+    # most); a fresh measuring process per window gives the file a fair second and third chance.
+    for _ in range(VERIFY_WINDOWS):
+        windows.append(_measure_exported(task, settings, files["model.onnx"], student, quantized))
+        if not reported_speedup or abs(windows[-1].speedup / reported_speedup - 1) <= TOLERANCES["speedup_relative"]:
+            break
+    measured = windows[-1]
     checks.update({"latency_ms": measured.student.median_ms, "latency_iqr_ms": measured.student.iqr_ms,
                    "teacher_latency_ms": measured.teacher.median_ms, "speedup": measured.speedup,
                    "reported_speedup": figures.get("speedup"), "tolerances": TOLERANCES})
-    reported_speedup = figures.get("speedup")
+    checks["speedup_windows"] = [round(window.speedup, 3) for window in windows]
     if reported_speedup and abs(measured.speedup / reported_speedup - 1) > TOLERANCES["speedup_relative"]:
         raise ExportError(f"re-measured speed-up {measured.speedup:.2f}x differs from trial {trial}'s reported "
-                          f"{reported_speedup:.2f}x by more than {TOLERANCES['speedup_relative']:.0%}")
+                          f"{reported_speedup:.2f}x by more than {TOLERANCES['speedup_relative']:.0%} in each of "
+                          f"{len(windows)} measuring windows ({', '.join(f'{w.speedup:.2f}x' for w in windows)})")
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
     return checks
+
+
+def _measure_exported(task, settings, onnx_path: Path, student, quantized: bool):
+    """The exported file itself against the teacher in one window, timed as the search timed it."""
+    from slimsearch.evaluators import latency
+    from slimsearch.evaluators.deploy import export_onnx
+    from slimsearch.evaluators.latency_worker import IsolatedMeasurer
+    from slimsearch.techniques.quantization import fold
+
+    if settings.runtime != "onnxruntime":
+        deployed = fold(student) if quantized else student
+        return latency.measure_pair(latency.make_runner(deployed, task.example_input, settings),
+                                    latency.make_runner(task.teacher, task.example_input, settings), settings)
+    with tempfile.TemporaryDirectory(prefix="slimsearch-verify-") as tmp:
+        teacher_onnx = export_onnx(task.teacher, task.example_input, Path(tmp) / "teacher.onnx")
+        measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings)
+        try:
+            return measurer.measure_pair(onnx_path)
+        finally:
+            measurer.close()

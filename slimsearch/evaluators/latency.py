@@ -83,7 +83,7 @@ class PairedMeasurement:
         return self.teacher.median_ms / self.student.median_ms
 
 
-def make_runner(model: nn.Module, example_input: torch.Tensor, settings: LatencySettings, *,
+def make_runner(model: nn.Module | None, example_input: torch.Tensor, settings: LatencySettings, *,
                 onnx_path: Path | None = None) -> Callable[[], None]:
     """A function running one inference of `model` at `settings.batch_size` on the target runtime.
 

@@ -8,7 +8,6 @@ layer names, failure reasons) is escaped here or in `figures.esc` before it reac
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -9,12 +9,18 @@ from rich.table import Table
 
 
 def knob_summary(candidate_json: str) -> str:
-    """A one-line reading of a candidate: how much was pruned and how it was distilled."""
+    """A one-line reading of a candidate: how much was pruned, at which bit widths, how distilled."""
     choices = json.loads(candidate_json)["choices"]
     parts = []
     ratios = list(choices.get("prune", {}).values())
     if ratios:
         parts.append(f"prune avg {sum(ratios) / len(ratios):.2f} max {max(ratios):.2f}")
+    quant = choices.get("quant")
+    if quant:
+        from slimsearch.spaces.quant import decode_choice
+
+        widths = sorted({decode_choice(value)[0] for value in quant.values()})
+        parts.append("bits " + "/".join(map(str, widths)))
     distill = choices.get("distill")
     if distill:
         parts.append(f"T {distill['temperature']:.1f} alpha {distill['alpha']:.2f}")

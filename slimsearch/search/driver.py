@@ -20,7 +20,7 @@ from slimsearch.evaluators.size import packed_size_bytes, parameter_count
 from slimsearch.search import storage as st
 from slimsearch.search.environment import environment_info
 from slimsearch.search.samplers import create_sampler
-from slimsearch.search.trial import TrialContext, latency_settings, run_trial
+from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
 from slimsearch.techniques import build_student
 
@@ -31,8 +31,6 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     """Run (or resume) the search `config` describes; returns its `Result`."""
     import optuna
 
-    from slimsearch.search.progress import SearchProgress
-    from slimsearch.search.result import Result
     from slimsearch.tasks import create_task
 
     console = console or Console(stderr=True)
@@ -50,39 +48,54 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
             st.check_fingerprint(existing, expected, run_dir)
 
         context = TrialContext.create(config, task, space, run_dir)
-        teacher = _preflight(context, console)
-        study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
-                                    sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
-                                    load_if_exists=True)
-        if existing is None:
-            study.set_user_attr(st.FINGERPRINT_ATTR, expected)
-            study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
-            study.set_user_attr("teacher", teacher)
-            study.set_user_attr("environment", environment_info(config))
-        st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
-        if config.storage is None:
-            _requeue_lost_trials(study, console)
-        done = _count(study, "COMPLETE")
-        if existing is not None:
-            console.print(f"Resuming study '{config.run_name}' in {run_dir}: {done} of {config.trials} trials "
-                          f"already done.", highlight=False)
-        else:
-            console.print(f"New study '{config.run_name}' in {run_dir}: task {config.task}, budget "
-                          f"{config.latency_budget} (teacher {teacher['latency_ms']:.3f} ms), {len(space.parameters())} "
-                          f"knobs, {config.trials} trials.", highlight=False, soft_wrap=True)
+        try:
+            return _search(config, context, storage, existing, expected, console, quiet)
+        finally:
+            context.close()
 
-        if done < config.trials:
-            workers = _start_workers(config, run_dir)
-            try:
-                with SearchProgress(total=config.trials, console=console, quiet=quiet) as progress:
-                    progress.update(study)
-                    _optimize(study, context, config, on_trial=progress.update)
-            finally:
-                for worker in workers:
-                    worker.join()
-        result = Result(run_dir)
-        result.write_tables()
-        return result
+
+def _search(config: SearchConfig, context: TrialContext, storage, existing, expected, console: Console, quiet: bool):
+    """Check the budget, open the study, run the trials still missing, write the results."""
+    import optuna
+
+    from slimsearch.search.progress import SearchProgress
+    from slimsearch.search.result import Result
+
+    run_dir, space = config.run_dir, context.space
+    storage_url = config.storage or st.default_storage_url(run_dir)
+    teacher = _preflight(context, console)
+    study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
+                                sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
+                                load_if_exists=True)
+    if existing is None:
+        study.set_user_attr(st.FINGERPRINT_ATTR, expected)
+        study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
+        study.set_user_attr("teacher", teacher)
+        study.set_user_attr("environment", environment_info(config))
+    st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
+    if config.storage is None:
+        _requeue_lost_trials(study, console)
+    done = _count(study, "COMPLETE")
+    if existing is not None:
+        console.print(f"Resuming study '{config.run_name}' in {run_dir}: {done} of {config.trials} trials "
+                      f"already done.", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"New study '{config.run_name}' in {run_dir}: task {config.task}, budget "
+                      f"{config.latency_budget} (teacher {teacher['latency_ms']:.3f} ms), {len(space.parameters())} "
+                      f"knobs, {config.trials} trials.", highlight=False, soft_wrap=True)
+
+    if done < config.trials:
+        workers = _start_workers(config, run_dir)
+        try:
+            with SearchProgress(total=config.trials, console=console, quiet=quiet) as progress:
+                progress.update(study)
+                _optimize(study, context, config, on_trial=progress.update)
+        finally:
+            for worker in workers:
+                worker.join()
+    result = Result(run_dir)
+    result.write_tables()
+    return result
 
 
 def _load_existing(storage, name: str):
@@ -95,8 +108,6 @@ def _load_existing(storage, name: str):
 
 def _preflight(context: TrialContext, console: Console) -> dict:
     """Measure the teacher and the most compressed candidate: refuse a budget nothing can meet."""
-    from slimsearch.evaluators import latency
-
     config, task, space = context.config, context.task, context.space
     try:
         smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
@@ -107,7 +118,7 @@ def _preflight(context: TrialContext, console: Console) -> dict:
         console.print(f"warning: the most compressed candidate could not be built or timed "
                       f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,
                       soft_wrap=True)
-        teacher = latency.measure(context.teacher_runner, latency_settings(config))
+        teacher = context.measure_teacher()
         teacher_ms, teacher_iqr_ms, smallest_ms = teacher.median_ms, teacher.iqr_ms, None
     budget = config.latency_budget
     if smallest_ms is not None and budget.violation(smallest_ms, teacher_ms) > 0:
@@ -202,6 +213,9 @@ def _worker_main(config_data: dict, run_dir: str) -> None:
     task = create_task(config.task, seed=config.seed)
     space = Space.discover(task.teacher, task.example_input, config.space)
     context = TrialContext.create(config, task, space, Path(run_dir))
-    study = st.load_study(Path(run_dir))
-    study.sampler = create_sampler(config.sampler, seed=config.seed + os.getpid(), trials=config.trials)
-    _optimize(study, context, config)
+    try:
+        study = st.load_study(Path(run_dir))
+        study.sampler = create_sampler(config.sampler, seed=config.seed + os.getpid(), trials=config.trials)
+        _optimize(study, context, config)
+    finally:
+        context.close()

@@ -20,6 +20,8 @@ from slimsearch.config import SearchConfig, default_cache_dir
 from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.latency_worker import IsolatedMeasurer
+from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import fit, teacher_logits
 from slimsearch.search.samplers import CONSTRAINT_NAME
@@ -28,6 +30,7 @@ from slimsearch.spaces import Candidate, Space
 from slimsearch.spaces.optuna_adapter import suggest_candidate
 from slimsearch.tasks.base import Task
 from slimsearch.techniques import build_student
+from slimsearch.techniques.quantization import calibrate, fold, quantized_layers
 
 WEIGHTS_ATTR = "weights_artifact"
 
@@ -42,33 +45,60 @@ def latency_settings(config: SearchConfig) -> latency_eval.LatencySettings:
 
 @dataclass
 class TrialContext:
-    """What every trial of a search shares; built once per process."""
+    """What every trial of a search shares; built once per process.
+
+    On ONNX Runtime, latency is timed by an `IsolatedMeasurer` (a process that never trains, see
+    evaluators/latency_worker.py). Eager torch can only be timed where the model lives, so with
+    `runtime = "torch"` it is timed in this process, beside the training it did.
+    """
 
     config: SearchConfig
     task: Task
     space: Space
     run_dir: Path
-    teacher_runner: Callable[[], None]
     teacher_logits: torch.Tensor
+    measurer: IsolatedMeasurer | None = None
+    teacher_runner: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, config: SearchConfig, task: Task, space: Space, run_dir: Path) -> TrialContext:
         settings = latency_settings(config)
-        # Each process exports its own copy, so parallel workers never write one file at once.
-        workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
-        teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx") \
-            if settings.runtime == "onnxruntime" else None
-        runner = latency_eval.make_runner(task.teacher, task.example_input, settings, onnx_path=teacher_onnx)
         logits = teacher_logits(task.teacher, task.train.tensors[0], cache_dir=default_cache_dir() / "logits")
-        return cls(config, task, space, run_dir, runner, logits)
+        context = cls(config, task, space, run_dir, logits)
+        if settings.runtime == "onnxruntime":
+            # Each process exports its own copy, so parallel workers never write one file at once.
+            workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
+            teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx")
+            context.measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings)
+        else:
+            context.teacher_runner = latency_eval.make_runner(task.teacher, task.example_input, settings)
+        return context
 
     def measure(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
-        """Student and teacher timed in one window, under the machine-wide measurement lock."""
+        """Student and teacher timed in one window, under the machine-wide measurement lock.
+
+        The student is timed in its deployment form: QDQ int8 / fp16-weight ONNX when it has
+        quantized layers (activation ranges calibrated on training inputs), plain ONNX otherwise.
+        """
+        if self.measurer is not None:
+            onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
+                                        calibration_inputs=self.task.train.tensors[0])
+            return self.measurer.measure_pair(onnx_path)
+        # On eager torch the deployed form is the plain model with its weights quantized (the
+        # fake-quant arithmetic is training scaffolding, not what would run).
         settings = latency_settings(self.config)
-        onnx_path = export_onnx(student, self.task.example_input, workdir / "student.onnx") \
-            if settings.runtime == "onnxruntime" else None
-        runner = latency_eval.make_runner(student, self.task.example_input, settings, onnx_path=onnx_path)
+        deployed = fold(student) if quantized_layers(student) else student
+        runner = latency_eval.make_runner(deployed, self.task.example_input, settings)
         return latency_eval.measure_pair(runner, self.teacher_runner, settings)
+
+    def close(self) -> None:
+        if self.measurer is not None:
+            self.measurer.close()
+
+    def measure_teacher(self) -> latency_eval.Measurement:
+        if self.measurer is not None:
+            return self.measurer.measure_teacher()
+        return latency_eval.measure(self.teacher_runner, latency_settings(self.config))
 
 
 class _Stages:
@@ -104,6 +134,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
     with stage("build"):
         student = build_student(candidate, task.teacher, task.example_input, config.space)
+        calibrate(student, task.train.tensors[0])  # activation ranges of quantized layers; else a no-op
         size_bytes = packed_size_bytes(student)
     trial.set_user_attr("params_count", parameter_count(student))
 
@@ -129,6 +160,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
                 batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
                 temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
                 seed=config.seed + trial.number)
+            calibrate(student, task.train.tensors[0])  # final ranges on the fine-tuned weights
         with stage("evaluate"):
             val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
             trial.set_user_attr("test_accuracy", accuracy(student, task.test))

@@ -15,7 +15,7 @@ from torch import nn
 
 from slimsearch.config import SpaceConfig
 from slimsearch.spaces.candidate import Candidate
-from slimsearch.techniques import pruning
+from slimsearch.techniques import pruning, quantization
 
 APPLY_ORDER = ("separable", "lowrank", "prune", "exits", "quant")
 
@@ -33,6 +33,7 @@ def register_transform(family: str, transform: Transform) -> None:
 
 register_transform("prune", lambda model, choices, *, example_input, settings: pruning.apply(
     model, choices, example_input=example_input, round_to=settings.round_to))
+register_transform("quant", lambda model, choices, *, example_input, settings: quantization.apply(model, choices))
 
 
 def build_student(candidate: Candidate, teacher: nn.Module, example_input: torch.Tensor,

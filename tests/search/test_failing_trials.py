@@ -8,7 +8,7 @@ def test_failed_trials_keep_their_reason_and_the_search_completes(tiny_settings,
 
     monkeypatch.syspath_prepend(str(REPO))
     settings = {**tiny_settings, "task": "tests.search.fault_tasks:fragile", "sampler": "random", "seed": 5,
-                "trials": 5, "latency_budget": "2x"}
+                "trials": 5, "latency_budget": "2x", "space": {"families": ["prune", "distill"]}}
     result = slimsearch.search(**settings)
     trials = result.trials
     failed = trials[trials["state"] == "fail"]

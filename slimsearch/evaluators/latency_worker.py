@@ -1,0 +1,96 @@
+"""Latency measured in a process of its own, which never trains.
+
+Timing ONNX Runtime inside the process that has just fine-tuned a model is not honest: after
+torch training the same int8 model measured up to 40% slower there than in a fresh process on
+this 2-core machine (float models about 10%), and the effect lasted for seconds. A trial
+therefore hands its exported file to this long-lived worker, which keeps the teacher's session
+open and times student and teacher in one window under the machine-wide lock, as `measure_pair`
+always does.
+
+The worker is a plain `python -m slimsearch.evaluators.latency_worker` subprocess speaking one
+JSON line per request on stdin/stdout, rather than a multiprocessing child: spawning one of
+those re-imports the user's `__main__`, which breaks scripts that call `slimsearch.search()`
+without an `if __name__ == "__main__"` guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from slimsearch.evaluators.latency import LatencySettings, Measurement, PairedMeasurement
+
+
+class IsolatedMeasurer:
+    """Times ONNX files against the teacher's in a separate process."""
+
+    def __init__(self, teacher_onnx: Path, example_input: torch.Tensor, settings: LatencySettings):
+        if settings.runtime != "onnxruntime":
+            raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
+        example_path = Path(teacher_onnx).with_name("example_input.pt")
+        torch.save(example_input.detach().cpu(), example_path)
+        setup = {"teacher": str(teacher_onnx), "example": str(example_path), "settings": dataclasses.asdict(settings)}
+        self._process = subprocess.Popen([sys.executable, "-m", "slimsearch.evaluators.latency_worker"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._ask(setup)
+
+    def _ask(self, request: dict) -> dict:
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise RuntimeError(f"the latency worker stopped (exit code {self._process.poll()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"latency measurement failed: {reply['error']}")
+        return reply
+
+    def measure_pair(self, student_onnx: Path) -> PairedMeasurement:
+        reply = self._ask({"student": str(student_onnx)})
+        return PairedMeasurement(student=Measurement(**reply["student"]), teacher=Measurement(**reply["teacher"]))
+
+    def measure_teacher(self) -> Measurement:
+        return Measurement(**self._ask({"teacher_only": True})["teacher"])
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            try:
+                self._process.stdin.close()  # end of input: the worker exits
+                self._process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+
+
+def _serve() -> None:
+    from slimsearch.evaluators import latency
+
+    torch.set_num_threads(1)  # this process only feeds ONNX Runtime; it must not compete for cores
+    setup = json.loads(sys.stdin.readline())
+    settings = LatencySettings(**setup["settings"])
+    example = torch.load(setup["example"], weights_only=True)
+    teacher = latency.make_runner(None, example, settings, onnx_path=Path(setup["teacher"]))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:  # ends when the trial process closes our stdin or dies
+        request = json.loads(line)
+        try:
+            if request.get("teacher_only"):
+                reply = {"teacher": latency.measure(teacher, settings).to_dict()}
+            else:
+                student = latency.make_runner(None, example, settings, onnx_path=Path(request["student"]))
+                paired = latency.measure_pair(student, teacher, settings)
+                reply = {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict()}
+        except Exception as error:  # reported to the trial, which records it as the failure reason
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    _serve()

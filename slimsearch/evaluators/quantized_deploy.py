@@ -1,0 +1,154 @@
+"""The deployment form of a quantized student: ONNX with QDQ int8 layers, fp16 weights, float elsewhere.
+
+Built in three steps, so the runtime's own int8 kernels are what gets timed and shipped:
+1. fold: the fake-quant wrappers are replaced by plain layers holding the quantized weights
+   (techniques/quantization.fold), and the model is exported as float ONNX (BatchNorm is folded
+   into the convs there; per-channel grids survive that, see techniques/quantization.py);
+2. layers at 16 bits keep their weights as float16 initializers behind a Cast, which ONNX
+   Runtime folds away at load time: the file is honestly half-size for them, the CPU computes in
+   float (fp16 compute is a GPU matter);
+3. ONNX Runtime's `quantize_static` turns only the layers at 8 bits or fewer into QDQ int8
+   (per-channel symmetric weights, uint8 activations calibrated on training batches). ORT fuses
+   each DequantizeLinear -> Conv -> QuantizeLinear into an int8 kernel. Layers below 8 bits run
+   as int8 too: these runtimes have no faster kernels for them, so their gain is size, not speed.
+
+A model without quantized layers is exported as it is, by `export_onnx`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from slimsearch.evaluators.deploy import INPUT_NAME, export_onnx
+from slimsearch.spaces.quant import INTEGER_BITS
+from slimsearch.techniques.quantization import fold, quantized_layers
+
+CALIBRATION_SAMPLES = 512
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def export_deployed(model: nn.Module, example_input: torch.Tensor, path: str | Path, *,
+                    calibration_inputs: torch.Tensor | None = None) -> Path:
+    """Write the deployment form of `model` to `path` (atomically) and return the path.
+
+    `calibration_inputs` (a few hundred training inputs) set the int8 activation ranges; they are
+    required when the model has layers at 8 bits or fewer.
+    """
+    import onnx
+
+    path = Path(path)
+    layers = quantized_layers(model)
+    if not layers:
+        return export_onnx(model, example_input, path)
+    integer = {name for name, layer in layers.items() if layer.bits <= INTEGER_BITS}
+    half = {name for name, layer in layers.items() if layer.bits == 16}
+    if integer and calibration_inputs is None:
+        raise ValueError("calibration_inputs are needed to export a model with layers at 8 bits or fewer")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="slimsearch-quant-") as tmp:
+        float_path = export_onnx(fold(model), example_input, Path(tmp) / "folded.onnx")
+        graph = onnx.load(str(float_path))
+        nodes = layer_nodes(graph, set(layers))
+        if half:
+            _store_half(graph, [nodes[name] for name in sorted(half)])
+        onnx.save(graph, str(float_path))
+        tmp_out = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            if integer:
+                _quantize_int8(float_path, tmp_out, [nodes[name].name for name in sorted(integer)],
+                               calibration_inputs[:CALIBRATION_SAMPLES])
+            else:
+                os.replace(float_path, tmp_out)
+            onnx.checker.check_model(str(tmp_out))
+            os.replace(tmp_out, path)
+        finally:
+            tmp_out.unlink(missing_ok=True)
+    return path
+
+
+def module_name_of(node_name: str) -> str:
+    """The module a node of the TorchScript exporter came from: "/stages/stages.0/stages.0.0/conv1/Conv"
+    -> "stages.0.0.conv1". Each scope is either a full prefix of the next or one attribute name."""
+    scopes = node_name.strip("/").split("/")[:-1]
+    name = ""
+    for scope in scopes:
+        parent, _, last = name.rpartition(".") if name else ("", "", "")
+        if last and scope.startswith(last + "."):  # "shortcut" then "shortcut.0"
+            name = f"{parent}.{scope}" if parent else scope
+        elif name and scope.startswith(name + "."):  # "stages" then "stages.0"
+            name = scope
+        else:
+            name = f"{name}.{scope}" if name else scope
+    return name
+
+
+def layer_nodes(graph, names: set[str]) -> dict:
+    """Layer name -> its weight node (Conv / Gemm / MatMul) in the exported graph."""
+    found = {}
+    for node in graph.graph.node:
+        if node.op_type in WEIGHT_OPS:
+            name = module_name_of(node.name)
+            if name in names:
+                found.setdefault(name, node)
+    missing = sorted(names - set(found))
+    if missing:
+        raise RuntimeError(f"quantized layers not found in the exported ONNX graph: {', '.join(missing)}")
+    return found
+
+
+def _store_half(graph, nodes) -> None:
+    """Keep each node's weight initializer as float16 with a Cast back to float in front of it."""
+    import onnx
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in graph.graph.initializer}
+    for node in nodes:
+        weight = initializers.get(node.input[1])
+        if weight is None or weight.data_type != onnx.TensorProto.FLOAT:
+            continue
+        half_name = f"{weight.name}_fp16"
+        half = numpy_helper.from_array(numpy_helper.to_array(weight).astype("float16"), half_name)
+        graph.graph.initializer.remove(weight)
+        graph.graph.initializer.append(half)
+        cast_output = f"{weight.name}_fp32"
+        graph.graph.node.insert(list(graph.graph.node).index(node), onnx.helper.make_node(
+            "Cast", [half_name], [cast_output], to=onnx.TensorProto.FLOAT, name=f"{node.name}_weight_cast"))
+        node.input[1] = cast_output
+
+
+def _quantize_int8(float_path: Path, out_path: Path, node_names: list[str], inputs: torch.Tensor) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{INPUT_NAME: b.detach().cpu().float().numpy()} for b in inputs.split(64)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    # quantize_static logs a pre-processing hint at WARNING on every call; it is about shape
+    # inference for dynamic models and does not apply to our fixed-shape exports.
+    with _quiet_root_logger():
+        quantize_static(
+            str(float_path), str(out_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=node_names,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -44,3 +44,12 @@ def test_budget_no_candidate_can_meet_is_refused_before_any_trial(tiny_settings,
 
 def test_front_of_a_folder_that_is_not_a_run(tmp_path):
     _assert_one_line_error(slimsearch_cli("front", str(tmp_path)), str(tmp_path), "not a slimsearch run folder")
+
+
+@pytest.mark.parametrize("space, fragments", [
+    ({"bits": [8, 3]}, ["bits=3", "32, 16, 8, 4, 2"]),
+    ({"pin_float": ["stem.0", "classifier"]}, ["'classifier'", "not a module of this model", "'stem.0'"]),
+])
+def test_bad_quantization_settings(space, fragments, tiny_settings, tmp_path):
+    config = write_toml(tmp_path / "search.toml", {**tiny_settings, "space": space})
+    _assert_one_line_error(slimsearch_cli("run", str(config)), *fragments)

@@ -24,9 +24,12 @@ TOLERANCES = {
     # so a quantized ONNX file is held to agreeing on predictions instead of logits.
     "quantized_argmax_agreement": 0.95,
     "accuracy_points": 0.5,  # test accuracy, in percentage points
-    # Latency is re-measured against the teacher in one window; the speed-up may drift this much
-    # on a busy machine without the artifact being wrong.
-    "speedup_relative": 0.35,
+    # Latency is re-measured against the teacher in one window. On the 2-vCPU CI machine a
+    # measuring process lands in a fast or a slow phase for its whole life (the same int8 file
+    # read 3.3x in one process and 2.4x in the next; float models move less), so the speed-up of
+    # an unchanged artifact can differ this much from the search's. A float file standing in
+    # for an int8 one, or the wrong trial, is off by more.
+    "speedup_relative": 0.5,
 }
 VERIFY_WINDOWS = 3
 ARTIFACTS = ("model.onnx", "model.pt2", "weights.pt", "candidate.json", "MODEL_CARD.md", "model_card.json")

@@ -64,3 +64,11 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
     assert abs(accuracy - best["test_accuracy"]) <= 0.005
     weights = torch.load(out / "weights.pt", weights_only=True)
     assert all(isinstance(t, torch.Tensor) for t in weights.values())
+
+
+def test_demo_command_searches_reports_and_exports(tmp_path):
+    demo = slimsearch_cli("demo", "--trials", "2", "--runs-dir", str(tmp_path))
+    assert demo.returncode == 0, demo.stderr
+    assert "Pareto front" in demo.stdout and "report: " in demo.stdout
+    exported = next(line for line in demo.stdout.splitlines() if line.startswith("exported model"))
+    assert exported.endswith("model.onnx") and (tmp_path / "demo" / "report.html").exists()

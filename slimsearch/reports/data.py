@@ -101,6 +101,21 @@ def candidate_choices(candidate_json: str | None) -> dict[str, Any]:
     return choices if isinstance(choices, dict) else {}
 
 
+def readable_choice(family: str, choice: Any) -> Any:
+    """A choice in its long form: quant stores "8-uniform" strings (Optuna categoricals must be
+    primitives), read here as {"bits": 8, "mode": "uniform"}; other choices pass through."""
+    if family == "quant" and isinstance(choice, str):
+        from slimsearch.errors import ConfigError
+        from slimsearch.spaces.quant import decode_choice
+
+        try:
+            bits, mode = decode_choice(choice)
+        except ConfigError:
+            return choice
+        return {"bits": bits, "mode": mode}
+    return choice
+
+
 def choice_value(choice: Any) -> float | None:
     """One number for a per-layer choice (a ratio, bits, on/off as 1/0); None when it has no number."""
     if isinstance(choice, bool):
@@ -148,7 +163,7 @@ def choice_label(family: str, choice: Any) -> str:
             return "off"
         if "bits" in choice:
             mode = choice.get("mode")
-            return f"{choice['bits']}b" + (f" {mode}" if mode and mode != "uniform" else "")
+            return f"{choice['bits']}b" + (f" {mode}" if mode and mode not in ("uniform", "float") else "")
         if "threshold" in choice:
             return f"on @{choice['threshold']:.2f}" if isinstance(choice["threshold"], (int, float)) else "on"
     text = json.dumps(choice, sort_keys=True, default=str)
@@ -168,6 +183,7 @@ def layer_matrix(trials: pd.DataFrame) -> pd.DataFrame:
             if family in RUN_WIDE_FAMILIES or not isinstance(per_layer, dict):
                 continue
             for layer, choice in per_layer.items():
+                choice = readable_choice(family, choice)
                 value = choice_value(choice)
                 rows.append({"trial": int(trial), "family": str(family), "layer": str(layer), "value": value,
                              "strength": compression_strength(family, value), "label": choice_label(family, choice)})
@@ -185,7 +201,7 @@ def knob_lines(candidate_json: str | None) -> list[str]:
                                  for key, value in choices.items())
             lines.append(f"{family}: {settings}")
             continue
-        values = [v for v in (choice_value(c) for c in choices.values()) if v is not None]
+        values = [v for v in (choice_value(readable_choice(family, c)) for c in choices.values()) if v is not None]
         touched = sum(1 for v in values if compression_strength(family, v))
         if family == "quant":
             bits = pd.Series(values).value_counts().sort_index()

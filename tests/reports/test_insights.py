@@ -142,3 +142,16 @@ def test_picks_compare_against_the_teacher():
     assert best.accuracy_change == pytest.approx(-0.05)
     assert best.knobs == ("prune: 1/1 layers changed; mean 0.50, max 0.50",)
     assert chosen["knee"] is None, "two points have no knee"
+
+
+def test_quant_choices_stored_as_strings_read_as_bit_widths():
+    import json
+
+    import pandas as pd
+
+    from slimsearch.reports.data import knob_lines, layer_matrix
+
+    candidate = json.dumps({"version": 1, "choices": {"quant": {"a": "8-uniform", "b": "2-kmeans", "c": "32-float"}}})
+    matrix = layer_matrix(pd.DataFrame({"trial": [0], "candidate": [candidate]})).set_index("layer")
+    assert matrix.loc["a", "value"] == 8 and matrix.loc["b", "label"] == "2b kmeans" and matrix.loc["c", "strength"] == 0
+    assert knob_lines(candidate) == ["quant: 2/3 layers changed; 2b ×1, 8b ×1, 32b ×1"]

@@ -105,7 +105,8 @@ def _print_summary(result, export=None) -> None:
     console.print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
     console.print(f"report: {result.run_dir / 'report.html'}", highlight=False)
     if export is not None:
-        console.print(f"exported model (trial {export.trial}): {export.files['model.onnx']}", highlight=False)
+        deployable = export.files.get("model.onnx") or export.files.get("exits")
+        console.print(f"exported model (trial {export.trial}): {deployable}", highlight=False)
 
 
 @app.command()

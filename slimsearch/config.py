@@ -27,6 +27,8 @@ KNOWN_FAMILIES = ("prune", "distill", "quant", "separable", "lowrank", "exits")
 QUANT_BITS = (32, 16, 8, 4, 2)
 # How a layer of 8 bits or fewer stores its weights: per-channel affine grid or k-means codebook.
 QUANT_MODES = ("uniform", "kmeans")
+# How an early exit reads confidence: top softmax probability, or 1 - normalised entropy.
+EXIT_CRITERIA = ("max_prob", "entropy")
 
 _BUDGET_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(?P<unit>ms|us|µs|s|x)\s*$", re.I)
 _UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
@@ -113,8 +115,11 @@ class LatencyConfig:
     repeats: int = 100
     rounds: int = 5
     margin: float = 0.1
+    # Early-exit models are timed on this many real validation samples, one at a time.
+    exit_samples: int = 200
 
     def __post_init__(self) -> None:
+        _check_positive("latency.", "exit_samples", self.exit_samples)
         _check_positive("latency.", "warmup", self.warmup, allow_zero=True)
         _check_positive("latency.", "repeats", self.repeats)
         _check_positive("latency.", "rounds", self.rounds)
@@ -141,7 +146,7 @@ class FinetuneConfig:
 class SpaceConfig:
     """Which knob families are searched and their ranges."""
 
-    families: tuple[str, ...] = ("prune", "quant", "distill")
+    families: tuple[str, ...] = ("prune", "quant", "distill", "separable", "lowrank", "exits")
     granularity: str = "layer"
     max_prune_ratio: float = 0.9
     prune_step: float = 0.05
@@ -153,10 +158,16 @@ class SpaceConfig:
     # Module names kept in float whatever the sampler says (e.g. ["stem.0", "head"]); checked
     # against the model in Space.discover, where the names are known.
     pin_float: tuple[str, ...] = ()
+    # Low-rank factorisation: shares of a layer's full rank to choose from (1.0, whole, is added).
+    rank_ratios: tuple[float, ...] = (0.5, 0.25, 0.125)
+    # Early exits: the confidence a sample needs to leave at an exit, and how confidence is read.
+    exit_thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+    exit_criteria: tuple[str, ...] = EXIT_CRITERIA
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
         self._check_quant()
+        self._check_architecture()
         object.__setattr__(self, "temperature", tuple(self.temperature))
         object.__setattr__(self, "alpha", tuple(self.alpha))
         for family in self.families:
@@ -194,6 +205,21 @@ class SpaceConfig:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"space.pin_float must list module names such as 'stem.0' or 'head', but got {name!r}")
 
+    def _check_architecture(self) -> None:
+        for key in ("rank_ratios", "exit_thresholds", "exit_criteria"):
+            value = getattr(self, key)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not value:
+                raise ConfigError(f"space.{key} must be a non-empty list, but got {key}={value!r}")
+            object.__setattr__(self, key, tuple(value))
+        for ratio in self.rank_ratios:
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+                raise ConfigError(f"space.rank_ratios must hold shares of the full rank in (0, 1), but got {ratio!r}")
+        for threshold in self.exit_thresholds:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+                raise ConfigError(f"space.exit_thresholds must hold confidences in [0, 1], but got {threshold!r}")
+        for criterion in self.exit_criteria:
+            _check_choice("space.", "exit_criteria", criterion, EXIT_CRITERIA)
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -208,6 +234,8 @@ class SearchConfig:
     storage: str | None = None
     runs_dir: str = "runs"
     jobs: int = 1
+    # Queue a few obvious candidates (teacher, int8, uniform pruning, one exit) before the sampler's.
+    warm_start: bool = True
     target: TargetConfig = field(default_factory=TargetConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -220,6 +248,8 @@ class SearchConfig:
         _check_positive("", "trials", self.trials)
         _check_positive("", "jobs", self.jobs)
         _check_choice("", "sampler", self.sampler, SAMPLERS)
+        if not isinstance(self.warm_start, bool):
+            raise ConfigError(f"warm_start must be true or false, but got warm_start={self.warm_start!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, but got seed={self.seed!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):

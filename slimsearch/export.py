@@ -33,6 +33,9 @@ TOLERANCES = {
 }
 VERIFY_WINDOWS = 3
 ARTIFACTS = ("model.onnx", "model.pt2", "weights.pt", "candidate.json", "MODEL_CARD.md", "model_card.json")
+# An early-exit model ships as segments with a runner (evaluators/exit_deploy.py) in this
+# folder, instead of model.onnx and model.pt2: neither one graph format holds "stop here".
+EXITS_DIR = "exits"
 
 
 @dataclass
@@ -90,6 +93,7 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     import torch
     from optuna.artifacts import download_artifact
 
+    from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit
     from slimsearch.evaluators.quantized_deploy import export_deployed
     from slimsearch.model_card import write_model_card
     from slimsearch.search.storage import artifact_store
@@ -113,12 +117,18 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
 
     task = _task(result)
     student = _load_student(result, task, files)
-    # The same deployment form the trial was timed on: QDQ int8 / fp16 layers where it is quantized.
-    export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.train.tensors[0])
-    # torch.export specialises a batch dimension of size 1, so trace with a batch of two.
-    batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
-    program = torch.export.export(student, (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-    torch.export.save(program, str(files["model.pt2"]))
+    if is_early_exit(student):
+        export_early_exit(student, task.example_input, out_dir / EXITS_DIR, calibration_inputs=task.train.tensors[0])
+        for stale in ("model.onnx", "model.pt2"):
+            files.pop(stale).unlink(missing_ok=True)
+        files[EXITS_DIR] = out_dir / EXITS_DIR
+    else:
+        # The same deployment form the trial was timed on: QDQ int8 / fp16 layers where it is quantized.
+        export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.train.tensors[0])
+        # torch.export specialises a batch dimension of size 1, so trace with a batch of two.
+        batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
+        program = torch.export.export(student, (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        torch.export.save(program, str(files["model.pt2"]))
 
     verification = verify_export(result, out_dir, trial=chosen.number, task=task)
     write_model_card(result, chosen, verification, files["MODEL_CARD.md"], files["model_card.json"])
@@ -152,19 +162,25 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
 
     from slimsearch.evaluators.accuracy import accuracy_from_logits
     from slimsearch.evaluators.deploy import onnx_predict, onnx_session
+    from slimsearch.evaluators.exit_deploy import is_early_exit
     from slimsearch.evaluators.train import predict_logits
     from slimsearch.search.trial import latency_settings
     from slimsearch.techniques.quantization import quantized_layers
 
     out_dir = Path(out_dir)
     files = {name: out_dir / name for name in ARTIFACTS}
-    for name in ("model.onnx", "model.pt2", "weights.pt", "candidate.json"):
+    for name in ("weights.pt", "candidate.json"):
         if not files[name].exists():
             raise ExportError(f"{name} is missing from {out_dir}")
     task = task or _task(result)
     figures = result.study.trials[trial].user_attrs
     inputs, labels = task.test.tensors
     student = _load_student(result, task, files)
+    if is_early_exit(student):
+        return _verify_early_exit(result, out_dir, trial, task, student, figures)
+    for name in ("model.onnx", "model.pt2"):
+        if not files[name].exists():
+            raise ExportError(f"{name} is missing from {out_dir}")
     reference = predict_logits(student, inputs)
 
     try:
@@ -207,25 +223,101 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
 
     # Latency: the deployed file itself, against the teacher in the same window, as in the search.
     settings = latency_settings(result.config)
+    _check_latency(checks, trial, figures, lambda: _measure_exported(task, settings, files["model.onnx"], student, quantized))
+    (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
+    return checks
+
+
+def _check_latency(checks: dict, trial: int, figures: dict, measure) -> None:
+    """Re-measure with `measure()` until the speed-up agrees with the trial's, in up to
+    VERIFY_WINDOWS fresh measuring processes; record the figures in `checks` or refuse."""
     reported_speedup = figures.get("speedup")
     windows = []
     # On a shared 2-vCPU machine a whole process can land in a slow phase (int8 kernels suffer
     # most); a fresh measuring process per window gives the file a fair second and third chance.
     for _ in range(VERIFY_WINDOWS):
-        windows.append(_measure_exported(task, settings, files["model.onnx"], student, quantized))
+        windows.append(measure())
         if not reported_speedup or abs(windows[-1].speedup / reported_speedup - 1) <= TOLERANCES["speedup_relative"]:
             break
     measured = windows[-1]
-    checks.update({"latency_ms": measured.student.median_ms, "latency_iqr_ms": measured.student.iqr_ms,
-                   "teacher_latency_ms": measured.teacher.median_ms, "speedup": measured.speedup,
-                   "reported_speedup": figures.get("speedup"), "tolerances": TOLERANCES})
+    checks.update({"latency_ms": measured.student.value_ms, "latency_iqr_ms": measured.student.iqr_ms,
+                   "latency_p90_ms": measured.student.p90_ms, "latency_statistic": measured.student.statistic,
+                   "teacher_latency_ms": measured.teacher.value_ms, "speedup": measured.speedup,
+                   "reported_speedup": reported_speedup, "tolerances": TOLERANCES})
     checks["speedup_windows"] = [round(window.speedup, 3) for window in windows]
     if reported_speedup and abs(measured.speedup / reported_speedup - 1) > TOLERANCES["speedup_relative"]:
         raise ExportError(f"re-measured speed-up {measured.speedup:.2f}x differs from trial {trial}'s reported "
                           f"{reported_speedup:.2f}x by more than {TOLERANCES['speedup_relative']:.0%} in each of "
                           f"{len(windows)} measuring windows ({', '.join(f'{w.speedup:.2f}x' for w in windows)})")
+
+
+def _verify_early_exit(result, out_dir: Path, trial: int, task, student, figures: dict) -> dict[str, Any]:
+    """The exported segments run by the shipped runner, sample by sample, against the fine-tuned
+    model with the same exits live: the same predictions, accuracy and speed-up."""
+    import importlib.util
+
+    import torch
+
+    from slimsearch.evaluators.accuracy import accuracy_from_logits
+    from slimsearch.search.trial import latency_settings
+    from slimsearch.techniques.exits import exit_outcomes
+    from slimsearch.techniques.quantization import quantized_layers
+
+    folder = out_dir / EXITS_DIR
+    inputs, labels = task.test.tensors
+    try:  # the runner as shipped, not the package's copy of it
+        spec = importlib.util.spec_from_file_location("slimsearch_exported_runner", folder / "runner.py")
+        shipped = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(shipped)
+        runner = shipped.EarlyExitRunner(folder, threads=result.config.target.threads)
+        runner_logits, runner_exits = runner.predict(inputs.numpy())
+    except Exception as error:
+        raise ExportError(f"the early-exit model in {folder} does not load or run with its runner.py: "
+                          f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
+    with torch.inference_mode():
+        reference, reference_exits = exit_outcomes(student.eval().exit_logits(inputs), student.thresholds, student.criterion)
+    runner_logits = torch.from_numpy(runner_logits)
+    quantized = bool(quantized_layers(student))
+    checks = {
+        "onnx_max_logit_difference": float((runner_logits - reference).abs().max()),
+        "argmax_agreement": float((runner_logits.argmax(1) == reference.argmax(1)).float().mean()),
+        "exit_agreement": float((torch.from_numpy(runner_exits) == reference_exits).float().mean()),
+        "onnx_test_accuracy": accuracy_from_logits(runner_logits, labels),
+        "reported_test_accuracy": figures.get("test_accuracy"),
+        "exit_shares_test": {name: float((runner_exits == index).mean()) for index, name in enumerate(runner.exit_names)},
+    }
+    # A sample near a threshold may leave one exit earlier or later after export's rounding, so
+    # early-exit models are held to agreeing on predictions, quantized or not.
+    if checks["argmax_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
+        raise ExportError(f"the early-exit model in {folder} predicts differently from the fine-tuned model on "
+                          f"{1 - checks['argmax_agreement']:.1%} of test samples "
+                          f"(> {1 - TOLERANCES['quantized_argmax_agreement']:.0%} allowed)")
+    if not quantized and checks["exit_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
+        raise ExportError(f"the early-exit model in {folder} sends {1 - checks['exit_agreement']:.1%} of test "
+                          "samples out at a different exit than the fine-tuned model")
+    reported = checks["reported_test_accuracy"]
+    gap_points = abs(checks["onnx_test_accuracy"] - reported) * 100 if reported is not None else 0.0
+    if gap_points > TOLERANCES["accuracy_points"]:
+        raise ExportError(f"exported model's test accuracy {checks['onnx_test_accuracy']:.2%} differs from trial "
+                          f"{trial}'s reported {reported:.2%} by {gap_points:.1f} points "
+                          f"(> {TOLERANCES['accuracy_points']} allowed)")
+    settings = latency_settings(result.config)
+    _check_latency(checks, trial, figures, lambda: _measure_exported_exits(result, task, settings, folder, student))
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
     return checks
+
+
+def _measure_exported_exits(result, task, settings, folder: Path, student):
+    """The exported segments against the teacher, sample by sample, as the search timed them."""
+    from slimsearch.search.trial import TrialContext
+
+    context = TrialContext.create(result.config, task, None, result.run_dir)
+    try:
+        if context.measurer is not None:
+            return context.measurer.measure_exits(folder)[0]
+        return context.measure(student, folder)[0]
+    finally:
+        context.close()
 
 
 def _measure_exported(task, settings, onnx_path: Path, student, quantized: bool):

@@ -35,6 +35,18 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def _deployable_files(verification: dict[str, Any]) -> str:
+    shares = verification.get("exit_shares_test")
+    if shares is None:
+        return ("- `model.onnx` — for ONNX Runtime (input `input`, output `logits`, dynamic batch)\n"
+                "- `model.pt2` — `torch.export` program (`torch.export.load(path).module()`)")
+    leaving = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+    return ("- `exits/` — the early-exit model: one ONNX file per segment, `exits.json` (the exits and their\n"
+            "  thresholds) and `runner.py` (numpy + onnxruntime only): `python exits/runner.py exits inputs.npy`,\n"
+            "  or `EarlyExitRunner(\"exits\").run(x)` for one sample. Latency is the mean over test-like samples\n"
+            f"  run one at a time; on the test set samples leave at: {leaving}")
+
+
 def write_model_card(result, trial, verification: dict[str, Any], markdown_path: Path, json_path: Path) -> None:
     card = model_card(result, trial, verification)
     json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
@@ -52,7 +64,7 @@ Compressed by slimsearch from the `{teacher.get('name')}` teacher; fine-tuned wi
 |---|---|---|
 | test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}) | {_percent(teacher.get('test_accuracy'))} |
 | validation accuracy | {_percent(card['accuracy']['validation'])} | {_percent(teacher.get('val_accuracy'))} |
-| latency (median) | {latency['search_median_ms']:.3f} ms in the search, {latency['export_median_ms']:.3f} ms at export | {teacher.get('latency_ms', 0):.3f} ms |
+| latency ({verification.get('latency_statistic', 'median')}) | {latency['search_median_ms']:.3f} ms in the search, {latency['export_median_ms']:.3f} ms at export | {teacher.get('latency_ms', 0):.3f} ms |
 | speed-up | {latency['search_speedup']:.2f}x (export: {latency['export_speedup']:.2f}x) | 1.00x |
 | packed size | {size['packed_bytes'] / 1024:.1f} KiB ({size['packed_bytes'] / max(teacher_size, 1):.1%} of the teacher) | {teacher_size / 1024:.1f} KiB |
 | parameters | {size['params_count']} | {teacher.get('params_count')} |
@@ -67,8 +79,7 @@ batch {conditions.get('batch_size')}, {conditions.get('threads')} thread(s), CPU
 
 ## Files
 
-- `model.onnx` — for ONNX Runtime (input `input`, output `logits`, dynamic batch)
-- `model.pt2` — `torch.export` program (`torch.export.load(path).module()`)
+{_deployable_files(verification)}
 - `weights.pt` — the fine-tuned state dict (`torch.load(path, weights_only=True)`); with `candidate.json`
   and the teacher it rebuilds the model
 - `verification.json` — what export checked, with the tolerances

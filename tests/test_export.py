@@ -15,8 +15,10 @@ from tests.conftest import slimsearch_cli
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
+    # Single-graph families: the early-exit export (segments and runner) has its own test below.
     return slimsearch.search(task="digits", latency_budget="0.7x", trials=4, name="export", runs_dir=str(runs),
-                             finetune={"epochs": 1.0}, latency={"warmup": 3, "repeats": 30, "rounds": 3})
+                             finetune={"epochs": 1.0}, latency={"warmup": 3, "repeats": 30, "rounds": 3},
+                             space={"families": ["prune", "quant", "distill"]})
 
 
 def test_recommended_model_exports_in_every_format_and_verifies(run, tmp_path):
@@ -86,3 +88,37 @@ def test_knee_is_exported_or_refused_with_a_reason(run, tmp_path):
             run.export(knee=True, out=tmp_path / "knee")
     else:
         assert run.export(knee=True, out=tmp_path / "knee").trial == knee
+
+
+def test_early_exit_model_exports_as_segments_with_a_runner_that_ships(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from slimsearch.tasks import create_task
+
+    # Warm start queues the teacher's neighbourhood, then one exit on: trial 1 has a live exit.
+    run = slimsearch.search(task="digits", latency_budget="1.5x", trials=2, name="exits", runs_dir=str(tmp_path / "runs"),
+                            finetune={"epochs": 1.0}, latency={"warmup": 3, "repeats": 30, "rounds": 3, "exit_samples": 60},
+                            space={"families": ["exits", "distill"]})
+    exits_choice = run.study.trials[1].user_attrs["candidate"]["choices"]["exits"]
+    assert [value for key, value in exits_choice.items() if key != "criterion"].count("off") == 1
+    assert set(run.study.trials[1].user_attrs["exit_shares"]) == {"stage1", "final"}
+    exported = run.export(trial=1, out=tmp_path / "model")
+    names = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"exits", "weights.pt", "candidate.json", "MODEL_CARD.md", "verification.json"} <= names
+    assert not {"model.onnx", "model.pt2"} & names
+    check = exported.verification
+    assert check["argmax_agreement"] >= 0.95 and check["latency_statistic"] == "mean"
+    assert abs(sum(check["exit_shares_test"].values()) - 1) < 1e-9
+    # The runner runs on its own, as a user would run it: numpy and onnxruntime only.
+    inputs = create_task("digits").test.tensors[0][:5].numpy()
+    np.save(tmp_path / "inputs.npy", inputs)
+    shipped = subprocess.run([sys.executable, str(tmp_path / "model" / "exits" / "runner.py"),
+                              str(tmp_path / "model" / "exits"), str(tmp_path / "inputs.npy")],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert shipped.returncode == 0, shipped.stderr
+    lines = [json.loads(line) for line in shipped.stdout.splitlines()]
+    assert len(lines) == 5 and all(line["exit"] in {"stage1", "final"} for line in lines)
+    assert "exits/" in (tmp_path / "model" / "MODEL_CARD.md").read_text()

@@ -66,6 +66,14 @@ class Measurement:
     device: str
     batch_size: int
     threads: int
+    # "median" of repeated calls on one input; "mean" over samples for data-dependent models
+    # (early exits), where each sample's own time is the median of its repeats.
+    statistic: str = "median"
+
+    @property
+    def value_ms(self) -> float:
+        """The figure the search optimises: the median, or for data-dependent latency the mean."""
+        return self.mean_ms if self.statistic == "mean" else self.median_ms
 
     def to_dict(self) -> dict[str, float | int | str]:
         return dataclasses.asdict(self)
@@ -80,7 +88,7 @@ class PairedMeasurement:
 
     @property
     def speedup(self) -> float:
-        return self.teacher.median_ms / self.student.median_ms
+        return self.teacher.value_ms / self.student.value_ms
 
 
 def make_runner(model: nn.Module | None, example_input: torch.Tensor, settings: LatencySettings, *,
@@ -173,32 +181,56 @@ def measure_pair(student_runner: Callable[[], None], teacher_runner: Callable[[]
     return PairedMeasurement(student=_summarise(student_times, settings), teacher=_summarise(teacher_times, settings))
 
 
+def measure_pair_per_sample(student: Callable[[int], None], teacher: Callable[[int], None], samples: int,
+                            settings: LatencySettings) -> PairedMeasurement:
+    """Latency that depends on the input (early exits): `student(i)` and `teacher(i)` run sample i
+    alone. Every round times each sample once per model, alternating which model goes first; a
+    sample's time is the median over rounds, and the summary (mean, p90) is over samples."""
+    runners = [teacher, student]
+    per_sample: list[list[list[float]]] = [[[] for _ in range(samples)] for _ in runners]
+    with _timing_window(runners, settings, warmup=lambda run: [run(i % samples) for i in range(settings.warmup)]) as time_calls:
+        for round_index in range(settings.rounds):
+            shift = round_index % len(runners)
+            for r in [*range(shift, len(runners)), *range(shift)]:
+                for i in range(samples):
+                    per_sample[r][i].extend(time_calls(lambda: runners[r](i), 1))
+    teacher_ms, student_ms = ([_percentile(sorted(times), 50) for times in model_times] for model_times in per_sample)
+    return PairedMeasurement(student=_summarise(student_ms, settings, statistic="mean"),
+                             teacher=_summarise(teacher_ms, settings, statistic="mean"))
+
+
 def _measure_interleaved(runners: list[Callable[[], None]], settings: LatencySettings) -> list[list[float]]:
     """Per-call milliseconds for each runner; each round times a block of calls of every
     runner, and which runner goes first rotates from round to round."""
-    cuda_events = settings.device == "cuda" and settings.runtime == "torch"
     times: list[list[float]] = [[] for _ in runners]
-    time_calls = _time_calls_cuda if cuda_events else _time_calls_host
+    with _timing_window(runners, settings, warmup=lambda run: [run() for _ in range(settings.warmup)]) as time_calls:
+        for round_index in range(settings.rounds):
+            calls = settings.repeats // settings.rounds + (round_index < settings.repeats % settings.rounds)
+            shift = round_index % len(runners)
+            for i in [*range(shift, len(runners)), *range(shift)]:
+                times[i].extend(time_calls(runners[i], calls))
+    return times
+
+
+@contextlib.contextmanager
+def _timing_window(runners: list[Callable], settings: LatencySettings, *, warmup: Callable[[Callable], object]):
+    """The machine-wide lock, the thread count, warm-up of every runner, and no garbage
+    collection while timing; yields the function that times `calls` calls of a runner."""
+    cuda_events = settings.device == "cuda" and settings.runtime == "torch"
     threads = _torch_threads(settings.threads) if settings.runtime == "torch" else contextlib.nullcontext()
     with measurement_lock(), threads:
         for runner in runners:
-            for _ in range(settings.warmup):
-                runner()
+            warmup(runner)
         if cuda_events:
             torch.cuda.synchronize()
         gc.collect()
         gc_was_enabled = gc.isenabled()
         gc.disable()  # a collection mid-call is noise that belongs to neither model
         try:
-            for round_index in range(settings.rounds):
-                calls = settings.repeats // settings.rounds + (round_index < settings.repeats % settings.rounds)
-                shift = round_index % len(runners)
-                for i in [*range(shift, len(runners)), *range(shift)]:
-                    times[i].extend(time_calls(runners[i], calls))
+            yield _time_calls_cuda if cuda_events else _time_calls_host
         finally:
             if gc_was_enabled:
                 gc.enable()
-    return times
 
 
 @contextlib.contextmanager
@@ -235,12 +267,14 @@ def _time_calls_cuda(runner: Callable[[], None], calls: int) -> list[float]:
     return [start.elapsed_time(end) for start, end in pairs]
 
 
-def _summarise(times_ms: list[float], settings: LatencySettings) -> Measurement:
+def _summarise(times_ms: list[float], settings: LatencySettings, *, statistic: str = "median") -> Measurement:
     ordered = sorted(times_ms)
+    per_sample = statistic == "mean"  # one sample at a time, whatever the target's batch size
     return Measurement(
         median_ms=_percentile(ordered, 50), iqr_ms=max(0.0, _percentile(ordered, 75) - _percentile(ordered, 25)),
         p90_ms=_percentile(ordered, 90), mean_ms=sum(ordered) / len(ordered), samples=len(ordered),
-        runtime=settings.runtime, device=settings.device, batch_size=settings.batch_size, threads=settings.threads,
+        runtime=settings.runtime, device=settings.device, batch_size=1 if per_sample else settings.batch_size,
+        threads=settings.threads, statistic=statistic,
     )
 
 

@@ -29,12 +29,19 @@ from slimsearch.evaluators.latency import LatencySettings, Measurement, PairedMe
 class IsolatedMeasurer:
     """Times ONNX files against the teacher's in a separate process."""
 
-    def __init__(self, teacher_onnx: Path, example_input: torch.Tensor, settings: LatencySettings):
+    def __init__(self, teacher_onnx: Path, example_input: torch.Tensor, settings: LatencySettings, *,
+                 samples: torch.Tensor | None = None):
+        """`samples`: real inputs, timed one at a time for models whose latency depends on the
+        input (early exits); needed only for `measure_exits`."""
         if settings.runtime != "onnxruntime":
             raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
         example_path = Path(teacher_onnx).with_name("example_input.pt")
         torch.save(example_input.detach().cpu(), example_path)
         setup = {"teacher": str(teacher_onnx), "example": str(example_path), "settings": dataclasses.asdict(settings)}
+        if samples is not None:
+            samples_path = Path(teacher_onnx).with_name("latency_samples.pt")
+            torch.save(samples.detach().cpu().contiguous(), samples_path)
+            setup["samples"] = str(samples_path)
         self._process = subprocess.Popen([sys.executable, "-m", "slimsearch.evaluators.latency_worker"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self._ask(setup)
@@ -56,6 +63,13 @@ class IsolatedMeasurer:
     def measure_pair(self, student_onnx: Path) -> PairedMeasurement:
         reply = self._ask({"student": str(student_onnx)})
         return PairedMeasurement(student=Measurement(**reply["student"]), teacher=Measurement(**reply["teacher"]))
+
+    def measure_exits(self, folder: Path, thresholds: list[float] | None = None) -> tuple[PairedMeasurement, dict[str, float]]:
+        """An exported early-exit model (evaluators/exit_deploy.py) against the teacher, sample by
+        sample; also the share of samples leaving at each exit."""
+        reply = self._ask({"exits": str(folder), "thresholds": thresholds})
+        paired = PairedMeasurement(student=Measurement(**reply["student"]), teacher=Measurement(**reply["teacher"]))
+        return paired, reply["exit_shares"]
 
     def measure_teacher(self) -> Measurement:
         return Measurement(**self._ask({"teacher_only": True})["teacher"])
@@ -83,6 +97,8 @@ def _serve() -> None:
         try:
             if request.get("teacher_only"):
                 reply = {"teacher": latency.measure(teacher, settings).to_dict()}
+            elif "exits" in request:
+                reply = _measure_exits(request, setup, settings)
             else:
                 student = latency.make_runner(None, example, settings, onnx_path=Path(request["student"]))
                 paired = latency.measure_pair(student, teacher, settings)
@@ -90,6 +106,26 @@ def _serve() -> None:
         except Exception as error:  # reported to the trial, which records it as the failure reason
             reply = {"error": f"{type(error).__name__}: {error}"}
         print(json.dumps(reply), flush=True)
+
+
+def _measure_exits(request: dict, setup: dict, settings: LatencySettings) -> dict:
+    from slimsearch.evaluators import latency
+    from slimsearch.evaluators.deploy import onnx_session
+    from slimsearch.evaluators.exit_runner import EarlyExitRunner
+
+    if "samples" not in setup:
+        raise ValueError("early-exit latency needs real samples, and none were given to the measurer")
+    samples = torch.load(setup["samples"], weights_only=True).numpy()
+    make_session = lambda path: onnx_session(path, threads=settings.threads, device=settings.device)  # noqa: E731
+    runner = EarlyExitRunner(request["exits"], thresholds=request.get("thresholds"), make_session=make_session)
+    teacher = make_session(Path(setup["teacher"]))
+    teacher_input = teacher.get_inputs()[0].name
+    rows = [samples[i:i + 1] for i in range(len(samples))]
+    paired = latency.measure_pair_per_sample(lambda i: runner.run(rows[i]), lambda i: teacher.run(None, {teacher_input: rows[i]}),
+                                             len(rows), settings)
+    _, exits = runner.predict(samples)
+    shares = {name: float((exits == index).mean()) for index, name in enumerate(runner.exit_names)}
+    return {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict(), "exit_shares": shares}
 
 
 if __name__ == "__main__":

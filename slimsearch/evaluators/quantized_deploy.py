@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slimsearch.evaluators.deploy import INPUT_NAME, export_onnx
+from slimsearch.evaluators.deploy import INPUT_NAME, OUTPUT_NAME, export_onnx
 from slimsearch.spaces.quant import INTEGER_BITS
 from slimsearch.techniques.quantization import fold, quantized_layers
 
@@ -35,7 +36,7 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 
 
 def export_deployed(model: nn.Module, example_input: torch.Tensor, path: str | Path, *,
-                    calibration_inputs: torch.Tensor | None = None) -> Path:
+                    calibration_inputs: torch.Tensor | None = None, output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> Path:
     """Write the deployment form of `model` to `path` (atomically) and return the path.
 
     `calibration_inputs` (a few hundred training inputs) set the int8 activation ranges; they are
@@ -46,16 +47,17 @@ def export_deployed(model: nn.Module, example_input: torch.Tensor, path: str | P
     path = Path(path)
     layers = quantized_layers(model)
     if not layers:
-        return export_onnx(model, example_input, path)
+        return export_onnx(model, example_input, path, output_names=output_names)
     integer = {name for name, layer in layers.items() if layer.bits <= INTEGER_BITS}
     half = {name for name, layer in layers.items() if layer.bits == 16}
     if integer and calibration_inputs is None:
         raise ValueError("calibration_inputs are needed to export a model with layers at 8 bits or fewer")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="slimsearch-quant-") as tmp:
-        float_path = export_onnx(fold(model), example_input, Path(tmp) / "folded.onnx")
+        folded = fold(model)
+        float_path = export_onnx(folded, example_input, Path(tmp) / "folded.onnx", output_names=output_names)
         graph = onnx.load(str(float_path))
-        nodes = layer_nodes(graph, set(layers))
+        nodes = layer_nodes(graph, set(layers), call_order=lambda: weighted_call_order(folded, example_input))
         if half:
             _store_half(graph, [nodes[name] for name in sorted(half)])
         onnx.save(graph, str(float_path))
@@ -89,18 +91,40 @@ def module_name_of(node_name: str) -> str:
     return name
 
 
-def layer_nodes(graph, names: set[str]) -> dict:
-    """Layer name -> its weight node (Conv / Gemm / MatMul) in the exported graph."""
+def layer_nodes(graph, names: set[str], call_order=None) -> dict:
+    """Layer name -> its weight node (Conv / Gemm / MatMul) in the exported graph.
+
+    Found by the exporter's scope names; when those do not carry module paths (a torch.fx
+    GraphModule, such as an early-exit segment, loses them), by call order instead: the
+    exporter traces the forward pass, so weight nodes appear in the order the layers run.
+    `call_order()` gives [(layer name, weight element count)] in that order.
+    """
+    weight_nodes = [node for node in graph.graph.node if node.op_type in WEIGHT_OPS]
     found = {}
-    for node in graph.graph.node:
-        if node.op_type in WEIGHT_OPS:
-            name = module_name_of(node.name)
-            if name in names:
-                found.setdefault(name, node)
-    missing = sorted(names - set(found))
-    if missing:
-        raise RuntimeError(f"quantized layers not found in the exported ONNX graph: {', '.join(missing)}")
-    return found
+    for node in weight_nodes:
+        name = module_name_of(node.name)
+        if name in names:
+            found.setdefault(name, node)
+    if names <= set(found) or call_order is None:
+        missing = sorted(names - set(found))
+        if missing:
+            raise RuntimeError(f"quantized layers not found in the exported ONNX graph: {', '.join(missing)}")
+        return found
+    calls = call_order()
+    sizes = {init.name: math.prod(init.dims) for init in graph.graph.initializer}
+    if len(calls) != len(weight_nodes) or any(
+            node.input[1] in sizes and sizes[node.input[1]] != numel for node, (_, numel) in zip(weight_nodes, calls)):
+        raise RuntimeError("cannot match the model's layers to the exported ONNX graph's weight nodes")
+    matched = {name: node for (name, _), node in zip(calls, weight_nodes)}
+    return {name: matched[name] for name in names}
+
+
+@torch.no_grad()
+def weighted_call_order(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, int]]:
+    """(name, weight element count) of each conv / linear call of one forward pass, in order."""
+    from slimsearch.spaces.introspect import trace_layers
+
+    return [(call.name, call.module.weight.numel()) for call in trace_layers(model, example_input)]
 
 
 def _store_half(graph, nodes) -> None:

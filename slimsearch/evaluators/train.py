@@ -59,10 +59,9 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
         order = torch.randperm(len(inputs), generator=generator)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            logits = model(inputs[batch].to(device))
             soft_targets = None if teacher_logits is None else teacher_logits[batch].to(device)
-            loss = distillation_loss(logits, soft_targets, labels[batch].to(device),
-                                     temperature=temperature, alpha=alpha)
+            loss = sum(distillation_loss(logits, soft_targets, labels[batch].to(device), temperature=temperature, alpha=alpha)
+                       for logits in _all_outputs(model, inputs[batch].to(device)))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -75,6 +74,13 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
             if step >= total_steps:
                 break
     return model.eval()
+
+
+def _all_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every output to train: an early-exit model's exit heads as well as its final output, each
+    distilled from the teacher (such models offer `exit_logits`); otherwise the one output."""
+    exit_logits = getattr(model, "exit_logits", None)
+    return exit_logits(x) if callable(exit_logits) else [model(x)]
 
 
 @torch.inference_mode()

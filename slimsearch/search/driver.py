@@ -22,6 +22,8 @@ from slimsearch.search.environment import environment_info
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
+from slimsearch.spaces.optuna_adapter import candidate_params
+from slimsearch.spaces.warm_start import starting_candidates
 from slimsearch.techniques import build_student
 
 MAX_CONSECUTIVE_FAILURES = 5
@@ -72,6 +74,9 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
         study.set_user_attr("teacher", teacher)
         study.set_user_attr("environment", environment_info(config))
+        if config.warm_start:
+            for candidate in starting_candidates(space)[:config.trials]:
+                study.enqueue_trial(candidate_params(candidate, space), user_attrs={"warm_start": True})
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
     if config.storage is None:
         _requeue_lost_trials(study, console)
@@ -112,8 +117,8 @@ def _preflight(context: TrialContext, console: Console) -> dict:
     try:
         smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
         with tempfile.TemporaryDirectory(prefix="slimsearch-preflight-") as tmp:
-            measured = context.measure(smallest, Path(tmp))
-        teacher_ms, teacher_iqr_ms, smallest_ms = measured.teacher.median_ms, measured.teacher.iqr_ms, measured.student.median_ms
+            measured, _ = context.measure(smallest, Path(tmp), lower_bound=True)
+        teacher_ms, teacher_iqr_ms, smallest_ms = measured.teacher.value_ms, measured.teacher.iqr_ms, measured.student.value_ms
     except Exception as error:  # a user model may not survive the extreme; its trials will say so
         console.print(f"warning: the most compressed candidate could not be built or timed "
                       f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,

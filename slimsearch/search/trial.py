@@ -7,6 +7,7 @@ module only runs them in order, times each stage and records what happened on th
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import tempfile
 import time
@@ -20,6 +21,7 @@ from slimsearch.config import SearchConfig, default_cache_dir
 from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
 from slimsearch.evaluators.latency_worker import IsolatedMeasurer
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
@@ -30,6 +32,7 @@ from slimsearch.spaces import Candidate, Space
 from slimsearch.spaces.optuna_adapter import suggest_candidate
 from slimsearch.tasks.base import Task
 from slimsearch.techniques import build_student
+from slimsearch.techniques.exits import exit_outcomes
 from slimsearch.techniques.quantization import calibrate, fold, quantized_layers
 
 WEIGHTS_ATTR = "weights_artifact"
@@ -69,17 +72,57 @@ class TrialContext:
             # Each process exports its own copy, so parallel workers never write one file at once.
             workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
             teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx")
-            context.measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings)
+            context.measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings,
+                                                samples=context.latency_samples)
         else:
             context.teacher_runner = latency_eval.make_runner(task.teacher, task.example_input, settings)
         return context
 
-    def measure(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
-        """Student and teacher timed in one window, under the machine-wide measurement lock.
+    @property
+    def latency_samples(self) -> torch.Tensor:
+        """Real validation inputs: early-exit models are timed on these, one at a time."""
+        return self.task.val.tensors[0][:self.config.latency.exit_samples]
+
+    def measure(self, student: torch.nn.Module, workdir: Path, *,
+                lower_bound: bool = False) -> tuple[latency_eval.PairedMeasurement, dict[str, float] | None]:
+        """Student and teacher timed in one window, under the machine-wide measurement lock;
+        with the share of samples leaving at each exit for an early-exit student (else None).
 
         The student is timed in its deployment form: QDQ int8 / fp16-weight ONNX when it has
-        quantized layers (activation ranges calibrated on training inputs), plain ONNX otherwise.
+        quantized layers (activation ranges calibrated on training inputs), plain ONNX otherwise;
+        an early-exit student as its segments and runner, on real samples one at a time.
+        `lower_bound` sends every sample out at the first exit: the fastest the student can be,
+        whatever its (not yet trained) heads will say.
         """
+        if is_early_exit(student):
+            return self._measure_exits(student, workdir, lower_bound)
+        return self._measure_fixed(student, workdir), None
+
+    def _measure_exits(self, student, workdir: Path, lower_bound: bool):
+        thresholds = [0.0] * len(student.thresholds) if lower_bound else None
+        if self.measurer is not None:
+            folder = workdir / "exits"
+            export_early_exit(student, self.task.example_input, folder, calibration_inputs=self.task.train.tensors[0])
+            return self.measurer.measure_exits(folder, thresholds)
+        settings = latency_settings(self.config)
+        deployed = copy.deepcopy(fold(student) if quantized_layers(student) else student).eval().to(settings.device)
+        teacher = copy.deepcopy(self.task.teacher).eval().to(settings.device)
+        if thresholds is not None:
+            deployed.thresholds = thresholds
+        rows = [row.unsqueeze(0).to(settings.device) for row in self.latency_samples]
+
+        def run(model: torch.nn.Module, i: int) -> None:
+            with torch.inference_mode():
+                model(rows[i])
+
+        paired = latency_eval.measure_pair_per_sample(lambda i: run(deployed, i), lambda i: run(teacher, i),
+                                                      len(rows), settings)
+        with torch.inference_mode():
+            _, taken = exit_outcomes(deployed.exit_logits(torch.cat(rows)), deployed.thresholds, deployed.criterion)
+        names = [*deployed.exit_points, "final"]
+        return paired, {name: float((taken == index).float().mean()) for index, name in enumerate(names)}
+
+    def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
                                         calibration_inputs=self.task.train.tensors[0])
@@ -141,18 +184,21 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(prefix="slimsearch-trial-") as tmp:
         workdir = Path(tmp)
         with stage("latency"):
-            first = context.measure(student, workdir)
-        violation = config.latency_budget.violation(first.student.median_ms, first.teacher.median_ms)
+            # An early-exit student's latency depends on what its heads will say once trained;
+            # before that, the only honest figure is its lower bound (everyone leaves first).
+            first, first_shares = context.measure(student, workdir, lower_bound=True)
+        violation = config.latency_budget.violation(first.student.value_ms, first.teacher.value_ms)
         if violation > config.latency.margin:
             # Latency-first: no fine-tuning for a candidate that cannot be feasible. Its
             # accuracy as built (no fine-tune) is cheap and keeps the trial comparable.
             with stage("evaluate"):
                 untuned = accuracy(student, task.val)
+            bound = " even with every sample leaving at the first exit" if first_shares is not None else ""
             _record(trial, first, violation, stage, stopped=(
-                f"latency-first: {first.student.median_ms:.3f} ms is {violation:.0%} over the "
+                f"latency-first: {first.student.value_ms:.3f} ms{bound} is {violation:.0%} over the "
                 f"{config.latency_budget} budget; not fine-tuned"))
             trial.set_user_attr("accuracy_before_finetune", untuned)
-            return _finite(untuned, "accuracy"), first.student.median_ms, float(size_bytes)
+            return _finite(untuned, "accuracy"), first.student.value_ms, float(size_bytes)
 
         with stage("finetune"):
             distill = candidate.family("distill")
@@ -167,13 +213,23 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         with stage("latency"):
             # Fine-tuning changes weights, not shapes; measuring again on the final model
             # (re-exported, BatchNorm statistics updated) is what gets reported.
-            final = context.measure(student, workdir)
-        violation = config.latency_budget.violation(final.student.median_ms, final.teacher.median_ms)
-        trial.set_user_attr("onnx_bytes", file_size_bytes(workdir / "student.onnx")
-                            if (workdir / "student.onnx").exists() else None)
+            final, exit_shares = context.measure(student, workdir)
+        violation = config.latency_budget.violation(final.student.value_ms, final.teacher.value_ms)
+        trial.set_user_attr("onnx_bytes", _deployed_bytes(workdir))
+        if exit_shares is not None:
+            trial.set_user_attr("exit_shares", exit_shares)
         _save_weights(trial, student, workdir, context.run_dir)
         _record(trial, final, violation, stage, stopped=None)
-        return val_accuracy, final.student.median_ms, float(size_bytes)
+        return val_accuracy, final.student.value_ms, float(size_bytes)
+
+
+def _deployed_bytes(workdir: Path) -> int | None:
+    """Bytes of the deployed ONNX form: one file, or an early-exit model's segments."""
+    if (workdir / "student.onnx").exists():
+        return file_size_bytes(workdir / "student.onnx")
+    if (workdir / "exits").is_dir():
+        return sum(file_size_bytes(path) for path in segment_files(workdir / "exits"))
+    return None
 
 
 def _finite(value: float, what: str) -> float:
@@ -184,7 +240,7 @@ def _finite(value: float, what: str) -> float:
 
 def _record(trial, measured, violation: float, stage: _Stages, *, stopped: str | None) -> None:
     trial.set_user_attr("latency", measured.student.to_dict())
-    trial.set_user_attr("teacher_latency_ms", measured.teacher.median_ms)
+    trial.set_user_attr("teacher_latency_ms", measured.teacher.value_ms)
     trial.set_user_attr("speedup", measured.speedup)
     trial.set_user_attr("feasible", violation <= 0)
     trial.set_user_attr("violation", violation)

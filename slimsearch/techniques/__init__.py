@@ -2,7 +2,9 @@
 
 `build_student` applies a candidate's families in a fixed order: architecture substitutions
 first (separable, low-rank), then pruning (so pruned channels are those of the final layers),
-then early-exit heads, then quantization stubs last (they wrap the final layers).
+then quantization (it wraps the final layers, still under the teacher's layer names), and
+early exits last: cutting the network into segments renames its modules, and the exit heads
+need the pruned widths.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from torch import nn
 
 from slimsearch.config import SpaceConfig
 from slimsearch.spaces.candidate import Candidate
-from slimsearch.techniques import pruning, quantization
+from slimsearch.techniques import exits, lowrank, pruning, quantization, separable
 
-APPLY_ORDER = ("separable", "lowrank", "prune", "exits", "quant")
+APPLY_ORDER = ("separable", "lowrank", "prune", "quant", "exits")
 
 Transform = Callable[..., nn.Module]
 _TRANSFORMS: dict[str, Transform] = {}
@@ -34,6 +36,10 @@ def register_transform(family: str, transform: Transform) -> None:
 register_transform("prune", lambda model, choices, *, example_input, settings: pruning.apply(
     model, choices, example_input=example_input, round_to=settings.round_to))
 register_transform("quant", lambda model, choices, *, example_input, settings: quantization.apply(model, choices))
+register_transform("separable", lambda model, choices, *, example_input, settings: separable.apply(model, choices))
+register_transform("lowrank", lambda model, choices, *, example_input, settings: lowrank.apply(model, choices))
+register_transform("exits", lambda model, choices, *, example_input, settings: exits.apply(
+    model, choices, example_input=example_input))
 
 
 def build_student(candidate: Candidate, teacher: nn.Module, example_input: torch.Tensor,

@@ -18,6 +18,7 @@ from torch import nn
 
 from slimsearch.spaces.introspect import output_layers, trace_layers
 from slimsearch.spaces.pruning import dependency_groups, out_channels
+from slimsearch.techniques.replacement import origin_names
 
 
 def kept_channels(channels: int, ratio: float, round_to: int) -> int:
@@ -41,8 +42,12 @@ def apply(model: nn.Module, ratios: dict[str, float], *, example_input: torch.Te
     graph, groups = dependency_groups(model, example_input, heads)
     importance = tp.importance.GroupMagnitudeImportance(p=2)
     names = {module: name for name, module in modules.items()}
-    for root, _members in groups:
-        ratio = ratios.get(names[root])
+    # A ratio is keyed by the teacher layer that rooted its group; after a substitution that
+    # layer's outputs come from a sub-layer ("conv.pointwise"), which now sits in the group.
+    origin = origin_names(model)
+    for root, members in groups:
+        ratio = next((ratios[key] for key in (origin.get(names[m], names[m]) for m in [root, *members])
+                      if key in ratios), None)
         if ratio is None:
             continue
         channels = out_channels(root)

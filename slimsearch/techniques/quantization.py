@@ -179,17 +179,23 @@ class QuantizedLayer(nn.Module):
 
 def apply(model: nn.Module, choices: dict[str, object]) -> nn.Module:
     """Wrap the named layers in place; `choices` maps a layer name to '<bits>-<mode>'."""
+    from slimsearch.techniques.replacement import stand_in_layers
+
     modules = dict(model.named_modules())
-    unknown = sorted(name for name in choices if not isinstance(modules.get(name), WEIGHTED_LAYERS))
+    # A layer replaced by a separable pair or low-rank factors is quantized as a whole: its
+    # choice applies to every weighted layer standing in for it.
+    targets = {name: stand_in_layers(model, name) for name in choices}
+    unknown = sorted(name for name, layers in targets.items() if not layers)
     if unknown:
         raise ValueError(f"quant choices name layers that are not conv / linear layers of the model: {', '.join(unknown)}")
     for name, value in choices.items():
         bits, mode = decode_choice(value)
         if bits == 32:
             continue
-        parent_name, _, attribute = name.rpartition(".")
-        parent = modules[parent_name] if parent_name else model
-        setattr(parent, attribute, QuantizedLayer(modules[name], bits, mode))
+        for layer_name in targets[name]:
+            parent_name, _, attribute = layer_name.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            setattr(parent, attribute, QuantizedLayer(modules[layer_name], bits, mode))
     return model
 
 

@@ -99,7 +99,7 @@ def test_early_exit_model_exports_as_segments_with_a_runner_that_ships(tmp_path)
     from slimsearch.tasks import create_task
 
     # Warm start queues the teacher's neighbourhood, then one exit on: trial 1 has a live exit.
-    run = slimsearch.search(task="digits", latency_budget="1.5x", trials=2, name="exits", runs_dir=str(tmp_path / "runs"),
+    run = slimsearch.search(task="digits", latency_budget="1.5x", trials=4, name="exits", runs_dir=str(tmp_path / "runs"),
                             finetune={"epochs": 1.0}, latency={"warmup": 3, "repeats": 30, "rounds": 3, "exit_samples": 60},
                             space={"families": ["exits", "distill"]})
     exits_choice = run.study.trials[1].user_attrs["candidate"]["choices"]["exits"]

@@ -16,6 +16,7 @@ TRIAL_COLUMNS = [
     "trial", "state", "accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
     "speedup", "size_bytes", "onnx_bytes", "params_count", "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s", "candidate",
+    "exit_shares",
 ]
 
 
@@ -48,6 +49,8 @@ def trials_frame(study) -> pd.DataFrame:
             **{f"seconds_{name}": seconds.get(name) for name in ("build", "latency", "finetune", "evaluate")},
             "duration_s": trial.duration.total_seconds() if trial.duration else None,
             "candidate": json.dumps(attrs["candidate"], sort_keys=True) if "candidate" in attrs else None,
+            # Early-exit models: the share of measured samples leaving at each exit ("final" last).
+            "exit_shares": json.dumps(attrs["exit_shares"]) if "exit_shares" in attrs else None,
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
@@ -104,6 +107,8 @@ def candidate_choices(candidate_json: str | None) -> dict[str, Any]:
 def readable_choice(family: str, choice: Any) -> Any:
     """A choice in its long form: quant stores "8-uniform" strings (Optuna categoricals must be
     primitives), read here as {"bits": 8, "mode": "uniform"}; other choices pass through."""
+    if family == "exits":
+        return {"on": False} if choice == "off" else {"on": True, "threshold": choice} if isinstance(choice, (int, float)) else choice
     if family == "quant" and isinstance(choice, str):
         from slimsearch.errors import ConfigError
         from slimsearch.spaces.quant import decode_choice
@@ -178,23 +183,45 @@ def layer_matrix(trials: pd.DataFrame) -> pd.DataFrame:
     Rows keep the order layers first appear in, which is the order the space listed them.
     """
     rows = []
-    for trial, candidate in zip(trials["trial"], trials["candidate"]):
+    shares_column = trials["exit_shares"] if "exit_shares" in trials else [None] * len(trials)
+    for trial, candidate, shares_json in zip(trials["trial"], trials["candidate"], shares_column):
+        shares = exit_shares(shares_json)
         for family, per_layer in candidate_choices(candidate).items():
             if family in RUN_WIDE_FAMILIES or not isinstance(per_layer, dict):
                 continue
             for layer, choice in per_layer.items():
+                if family == "exits" and layer == "criterion":
+                    continue  # one setting for the whole model, shown with the exits' summary
                 choice = readable_choice(family, choice)
                 value = choice_value(choice)
+                label = choice_label(family, choice)
+                if family == "exits" and layer in shares:
+                    label += f" · {shares[layer]:.0%} out"
                 rows.append({"trial": int(trial), "family": str(family), "layer": str(layer), "value": value,
-                             "strength": compression_strength(family, value), "label": choice_label(family, choice)})
+                             "strength": compression_strength(family, value), "label": label})
     return pd.DataFrame(rows, columns=["trial", "family", "layer", "value", "strength", "label"])
 
 
-def knob_lines(candidate_json: str | None) -> list[str]:
+def exit_shares(shares_json: str | None) -> dict[str, float]:
+    """Exit name -> share of measured samples leaving there; {} for models without exits."""
+    if not isinstance(shares_json, str):
+        return {}
+    try:
+        shares = json.loads(shares_json)
+    except ValueError:
+        return {}
+    return shares if isinstance(shares, dict) else {}
+
+
+def knob_lines(candidate_json: str | None, shares_json: str | None = None) -> list[str]:
     """A readable summary of a candidate, one plain-text line per family (escape before drawing)."""
     lines = []
     for family, choices in candidate_choices(candidate_json).items():
         if not isinstance(choices, dict) or not choices:
+            continue
+        architecture = _architecture_line(family, choices, exit_shares(shares_json))
+        if architecture is not None:
+            lines.append(architecture)
             continue
         if family in RUN_WIDE_FAMILIES:
             settings = ", ".join(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
@@ -212,6 +239,25 @@ def knob_lines(candidate_json: str | None) -> list[str]:
             detail = "no numeric choices"
         lines.append(f"{family}: {touched}/{len(choices)} layers changed; {detail}")
     return lines
+
+
+def _architecture_line(family: str, choices: dict[str, Any], shares: dict[str, float]) -> str | None:
+    """Which layers a separable / low-rank / exit choice changed, by name (None for other families)."""
+    if family == "separable":
+        changed = [layer for layer, on in choices.items() if on is True]
+        return f"separable: {len(changed)}/{len(choices)} convs" + (f" ({', '.join(changed)})" if changed else "")
+    if family == "lowrank":
+        changed = {layer: ratio for layer, ratio in choices.items() if isinstance(ratio, (int, float)) and ratio < 1}
+        named = ", ".join(f"{layer} @{ratio:g}" for layer, ratio in changed.items())
+        return f"lowrank: {len(changed)}/{len(choices)} layers" + (f" ({named})" if named else "")
+    if family == "exits":
+        live = {stage: t for stage, t in choices.items() if stage != "criterion" and t != "off"}
+        if not live:
+            return "exits: none"
+        where = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+        exits = ", ".join(f"{stage} @{t:g}" if isinstance(t, (int, float)) else f"{stage} {t}" for stage, t in live.items())
+        return f"exits: {exits} ({choices.get('criterion', 'max_prob')})" + (f"; samples leave at {where}" if where else "")
+    return None
 
 
 def trial_status(trials: pd.DataFrame, front: pd.DataFrame) -> pd.Series:

@@ -68,7 +68,7 @@ def hover_texts(trials: pd.DataFrame, status: pd.Series, teacher: dict[str, Any]
             lines.append(f"latency {row.latency_ms:.3f} ms{speed}")
         if not pd.isna(row.size_bytes):
             lines.append(f"size {row.size_bytes / 1024:.1f} KiB · {teacher_size / row.size_bytes:.1f}× smaller")
-        lines += [esc(line) for line in knob_lines(row.candidate)]
+        lines += [esc(line) for line in knob_lines(row.candidate, getattr(row, "exit_shares", None))]
         reason = row.stopped_early if isinstance(row.stopped_early, str) else row.fail_reason
         if isinstance(reason, str):
             lines.append(f"<i>{esc(reason[:160])}</i>")

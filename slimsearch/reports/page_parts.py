@@ -172,7 +172,7 @@ def trials_table(trials: pd.DataFrame, status: pd.Series) -> str:
     for (_, row), state in zip(frame.iterrows(), status):
         cells = [_cell(row[column], spec) for _, column, spec in _COLUMNS]
         pill = f'<td class="text" data-v="{esc(state)}"><span class="pill {esc(state).replace(" ", "-")}">{esc(state)}</span></td>'
-        knobs = "<br>".join(esc(line) for line in knob_lines(row["candidate"]))
+        knobs = "<br>".join(esc(line) for line in knob_lines(row["candidate"], row.get("exit_shares")))
         reason = row["stopped_early"] if isinstance(row["stopped_early"], str) else row["fail_reason"]
         note = esc(reason) if isinstance(reason, str) else ""
         details = "".join(_cell(row[column], spec) for _, column, spec in _DETAILS)

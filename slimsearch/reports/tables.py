@@ -21,6 +21,15 @@ def knob_summary(candidate_json: str) -> str:
 
         widths = sorted({decode_choice(value)[0] for value in quant.values()})
         parts.append("bits " + "/".join(map(str, widths)))
+    separable = [on for on in choices.get("separable", {}).values() if on is True]
+    if separable:
+        parts.append(f"separable {len(separable)}")
+    lowrank = [ratio for ratio in choices.get("lowrank", {}).values() if isinstance(ratio, (int, float)) and ratio < 1]
+    if lowrank:
+        parts.append(f"lowrank {len(lowrank)}")
+    exits = {stage: t for stage, t in choices.get("exits", {}).items() if stage != "criterion" and t != "off"}
+    if exits:
+        parts.append("exit " + ",".join(f"{stage}@{t:g}" for stage, t in exits.items()))
     distill = choices.get("distill")
     if distill:
         parts.append(f"T {distill['temperature']:.1f} alpha {distill['alpha']:.2f}")

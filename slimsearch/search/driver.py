@@ -75,7 +75,8 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         study.set_user_attr("teacher", teacher)
         study.set_user_attr("environment", environment_info(config))
         if config.warm_start:
-            for candidate in starting_candidates(space)[:config.trials]:
+            # At most half the trials: the rest are the sampler's, however small the search.
+            for candidate in starting_candidates(space)[:max(1, config.trials // 2)]:
                 study.enqueue_trial(candidate_params(candidate, space), user_attrs={"warm_start": True})
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
     if config.storage is None:

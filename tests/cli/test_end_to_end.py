@@ -32,7 +32,10 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
         assert record["latency_ms"] <= 0.7 * record["teacher_latency_ms"]
         assert record["speedup"] > 1.0
         choices = record["candidate"]["choices"]
-        assert record["candidate"]["version"] == 1 and {"prune", "quant", "distill"} <= choices.keys()
+        # Every family is on by default, and each front model records its choice for each.
+        assert record["candidate"]["version"] == 1
+        assert {"prune", "quant", "distill", "separable", "lowrank", "exits"} <= choices.keys()
+        assert "criterion" in choices["exits"] and all(isinstance(v, bool) for v in choices["separable"].values())
     # Pruning + quantization + distillation: the front holds mixed-precision models.
     widths = [{int(value.split("-")[0]) for value in r["candidate"]["choices"]["quant"].values()} for r in records]
     assert any(len(bits) >= 2 for bits in widths), widths
@@ -71,4 +74,4 @@ def test_demo_command_searches_reports_and_exports(tmp_path):
     assert demo.returncode == 0, demo.stderr
     assert "Pareto front" in demo.stdout and "report: " in demo.stdout
     exported = next(line for line in demo.stdout.splitlines() if line.startswith("exported model"))
-    assert exported.endswith("model.onnx") and (tmp_path / "demo" / "report.html").exists()
+    assert exported.endswith(("model.onnx", "exits")) and (tmp_path / "demo" / "report.html").exists()

@@ -41,7 +41,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     st.prepare_run_dir(run_dir)
     with st.run_lock(run_dir):
         task = task or create_task(config.task, seed=config.seed)
-        space = Space.discover(task.teacher, task.example_input, config.space)
+        space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
         storage_url = config.storage or st.default_storage_url(run_dir)
         storage = st.open_storage(storage_url)
         expected = st.fingerprint(config, space.signature())
@@ -217,7 +217,7 @@ def _worker_main(config_data: dict, run_dir: str) -> None:
     _split_threads(config.jobs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = create_task(config.task, seed=config.seed)
-    space = Space.discover(task.teacher, task.example_input, config.space)
+    space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
     context = TrialContext.create(config, task, space, Path(run_dir))
     try:
         study = st.load_study(Path(run_dir))

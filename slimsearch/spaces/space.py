@@ -39,12 +39,17 @@ class Space:
     granularity: str = "layer"
 
     @classmethod
-    def discover(cls, model: nn.Module, example_input: torch.Tensor, settings: SpaceConfig | None = None) -> Space:
-        """Ask every enabled family which knobs it offers on `model`."""
+    def discover(cls, model: nn.Module, example_input: torch.Tensor, settings: SpaceConfig | None = None, *,
+                 batch_size: int = 1) -> Space:
+        """Ask every enabled family which knobs it offers on `model` (served at `batch_size`)."""
         settings = settings or SpaceConfig()
         knobs: list[Knob] = []
         untouched: list[Untouched] = []
         for name in settings.families:
+            if name == "exits" and batch_size != 1:
+                # A batch leaves together or not at all: exits pay off one sample at a time.
+                untouched.append(Untouched(name, "*", f"early exits serve one sample at a time; target.batch_size is {batch_size}"))
+                continue
             found, skipped = create_family(name).discover(model, example_input, settings)
             knobs += found
             untouched += skipped

@@ -74,6 +74,7 @@ def front_records(study) -> list[dict[str, Any]]:
     for row in front_frame(study).to_dict(orient="records"):
         row = {key: (None if isinstance(value, float) and pd.isna(value) else value) for key, value in row.items()}
         row["candidate"] = json.loads(row["candidate"])
+        row["exit_shares"] = exit_shares(row.get("exit_shares")) or None
         records.append(row)
     return records
 

@@ -13,8 +13,12 @@ def search(config: str | Path | None = None, **settings: Any):
     the sections `target`, `latency`, `finetune`, `space` as dicts. Returns a `Result`.
     """
     from slimsearch.config import SearchConfig, load_toml
+    from slimsearch.errors import ConfigError
     from slimsearch.search.driver import run_search
 
+    if isinstance(config, dict):  # a common slip: search({"task": ...}) instead of search(task=...)
+        raise ConfigError(f"slimsearch.search() takes settings as keywords (search(**settings)) and an optional "
+                          f"TOML path as its first argument, but got a dict: {config!r}")
     base = load_toml(config) if config is not None else None
     return run_search(SearchConfig.from_mapping(settings, source="slimsearch.search()", base=base))
 

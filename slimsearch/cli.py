@@ -86,14 +86,15 @@ def run(
     quiet: bool = typer.Option(False, help="No progress output."),
 ):
     """Run a search, or resume it if the run already exists."""
-    from slimsearch.search.driver import run_search
-
     config = _build_config(config_file, {
         "task": task, "latency_budget": latency_budget, "trials": trials, "name": name, "sampler": sampler,
         "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
     })
+    # Imported after the settings are checked, so a bad flag is answered before torch loads.
+    from slimsearch.search.driver import run_search
+
     result = run_search(config, console=_console(stderr=True), quiet=quiet)
     _print_summary(result)
 
@@ -103,10 +104,11 @@ def _print_summary(result, export=None) -> None:
 
     console = _console()
     console.print(front_table(result.front, teacher=result.teacher, budget=str(result.config.latency_budget)))
-    console.print(f"report: {result.run_dir / 'report.html'}", highlight=False)
+    # markup=False: paths are the user's and may hold rich markup such as '[bold]'.
+    console.print(f"report: {result.run_dir / 'report.html'}", highlight=False, markup=False)
     if export is not None:
         deployable = export.files.get("model.onnx") or export.files.get("exits")
-        console.print(f"exported model (trial {export.trial}): {deployable}", highlight=False)
+        console.print(f"exported model (trial {export.trial}): {deployable}", highlight=False, markup=False)
 
 
 @app.command()
@@ -193,7 +195,46 @@ def _print_speedup(result) -> None:
 
 
 def main() -> None:
-    app()
+    """The console script. Usage errors (an unknown flag, a value of the wrong type) get the same
+    one-line `error: ...` and exit code 2 as every other bad input, instead of click's boxed panel."""
+    try:
+        code = app(prog_name="slimsearch", standalone_mode=False)
+    except Exception as error:
+        # Typer vendors click in recent releases and uses the click package in older ones, so
+        # its exceptions are recognised by class name rather than imported from either.
+        kinds = {cls.__name__ for cls in type(error).__mro__}
+        if "NoArgsIsHelpError" in kinds:  # bare `slimsearch` or `slimsearch export`: show the help
+            error.show()
+            sys.exit(2)
+        if "UsageError" in kinds:
+            print(f"error: {_usage_message(error)}", file=sys.stderr)
+            sys.exit(2)
+        if "ClickException" in kinds:
+            print(f"error: {error.format_message()}", file=sys.stderr)
+            sys.exit(error.exit_code)
+        if "Abort" in kinds:
+            print("aborted", file=sys.stderr)
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error) -> str:
+    """click's message on one line, naming the refused value when click's own message does not."""
+    message = " ".join(error.format_message().split())
+    opts = getattr(getattr(error, "param", None), "opts", None) or []
+    args = sys.argv[1:]
+    for index, arg in enumerate(args):
+        for opt in opts:
+            value = None
+            if arg == opt and index + 1 < len(args):
+                value = args[index + 1]
+            elif arg.startswith(opt + "="):
+                value = arg[len(opt) + 1:]
+            if value is not None and opt.startswith("--"):
+                return message if repr(value) in message else f"{message}; got {opt} {value!r}"
+    command = error.ctx.command_path if getattr(error, "ctx", None) is not None else "slimsearch"
+    return f"{message} (see '{command} --help')"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ with the same message wherever it came from.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ class Budget:
             return text
         match = _BUDGET_PATTERN.match(str(text))
         value = float(match["value"]) if match else 0.0
-        if not match or value <= 0:
+        if not match or not 0 < value < math.inf:  # '1e400ms' parses to inf
             raise ConfigError(
                 f"invalid latency budget {str(text)!r}: expected a positive time such as '1.5ms' or '800us', "
                 f"or a ratio to the teacher's latency such as '0.5x'"
@@ -80,11 +82,18 @@ def _check_choice(section: str, key: str, value: Any, allowed: tuple[str, ...]) 
 
 def _check_positive(section: str, key: str, value: Any, *, integer: bool = True, allow_zero: bool = False) -> None:
     kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+          and (value >= 0 if allow_zero else value > 0))
     if not ok:
-        what = "an integer" if integer else "a number"
+        what = "an integer" if integer else "a finite number"
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{section}{key} must be {what} {bound}, but got {key}={value!r}")
+
+
+def _check_list(key: str, value: Any) -> None:
+    # A string is iterable too: families = "prune" would otherwise read as ['p', 'r', ...].
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"space.{key} must be a list, but got {key}={value!r}")
 
 
 @dataclass(frozen=True)
@@ -165,31 +174,35 @@ class SpaceConfig:
     exit_criteria: tuple[str, ...] = EXIT_CRITERIA
 
     def __post_init__(self) -> None:
+        _check_list("families", self.families)
         object.__setattr__(self, "families", tuple(self.families))
         self._check_quant()
         self._check_architecture()
-        object.__setattr__(self, "temperature", tuple(self.temperature))
-        object.__setattr__(self, "alpha", tuple(self.alpha))
         for family in self.families:
             _check_choice("space.", "families", family, KNOWN_FAMILIES)
-        if not self.families:
-            raise ConfigError(f"space.families must name at least one of {', '.join(KNOWN_FAMILIES)}, but got families=[]")
+        if not self.families or len(set(self.families)) != len(self.families):
+            raise ConfigError(f"space.families must name distinct families from {', '.join(KNOWN_FAMILIES)}, "
+                              f"but got families={list(self.families)}")
         _check_choice("space.", "granularity", self.granularity, GRANULARITIES)
         if not (isinstance(self.max_prune_ratio, (int, float)) and 0 < self.max_prune_ratio < 1):
             raise ConfigError(f"space.max_prune_ratio must be in (0, 1), but got max_prune_ratio={self.max_prune_ratio!r}")
         if not (isinstance(self.prune_step, (int, float)) and 0 < self.prune_step <= self.max_prune_ratio):
             raise ConfigError(f"space.prune_step must be in (0, max_prune_ratio], but got prune_step={self.prune_step!r}")
         _check_positive("space.", "round_to", self.round_to)
-        for key, (low, high), lowest in (("temperature", self.temperature, 1e-6), ("alpha", self.alpha, 0.0)):
-            if not (lowest <= low <= high) or (key == "alpha" and high > 1):
-                allowed = "0 <= low <= high <= 1" if key == "alpha" else "0 < low <= high"
-                raise ConfigError(f"space.{key} must be [low, high] with {allowed}, but got {key}={[low, high]}")
+        for key, lowest, highest, allowed in (("temperature", 1e-6, math.inf, "0 < low <= high"),
+                                              ("alpha", 0.0, 1.0, "0 <= low <= high <= 1")):
+            value = getattr(self, key)
+            pair = tuple(value) if isinstance(value, (list, tuple)) else ()
+            numbers = len(pair) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+            if not (numbers and lowest <= pair[0] <= pair[1] <= highest and math.isfinite(pair[1])):
+                shown = list(value) if isinstance(value, (list, tuple)) else value
+                raise ConfigError(f"space.{key} must be [low, high] with {allowed}, but got {key}={shown!r}")
+            object.__setattr__(self, key, pair)
 
     def _check_quant(self) -> None:
         for key in ("bits", "quant_modes", "pin_float"):
             value = getattr(self, key)
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-                raise ConfigError(f"space.{key} must be a list, but got {key}={value!r}")
+            _check_list(key, value)
             object.__setattr__(self, key, tuple(value))
         allowed_bits = ", ".join(map(str, QUANT_BITS))
         for bits in self.bits:
@@ -252,15 +265,20 @@ class SearchConfig:
             raise ConfigError(f"warm_start must be true or false, but got warm_start={self.warm_start!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, but got seed={self.seed!r}")
-        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+        if self.name is not None and not (isinstance(self.name, str)
+                                          and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name)):
             raise ConfigError(
                 f"name must be letters, digits, '.', '_' or '-' (it names a folder under runs/), but got name={self.name!r}"
             )
-        if self.storage is not None and "://" not in self.storage:
+        if self.storage is not None and not (isinstance(self.storage, str) and "://" in self.storage):
             raise ConfigError(
                 f"storage must be an Optuna storage URL such as 'sqlite:///path/study.db' or "
                 f"'postgresql://user@host/db', but got storage={self.storage!r}"
             )
+        if isinstance(self.runs_dir, os.PathLike):
+            object.__setattr__(self, "runs_dir", os.fspath(self.runs_dir))
+        if not isinstance(self.runs_dir, str) or not self.runs_dir.strip():
+            raise ConfigError(f"runs_dir must be a folder path such as 'runs', but got runs_dir={self.runs_dir!r}")
 
     @property
     def run_name(self) -> str:
@@ -305,11 +323,17 @@ def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
 
 def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
     """Read a search config file: top-level keys plus [target], [latency], [finetune], [space]."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"a config file must be a path to a .toml file, but got {path!r}")
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a folder; expected a .toml file such as search.toml") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {getattr(error, 'strerror', None) or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
     return SearchConfig.from_mapping(data, source=str(path), base=base)

@@ -26,3 +26,10 @@ class InfeasibleBudgetError(SlimsearchError):
 
 class ExportError(SlimsearchError):
     """An export failed or its artifacts do not match what the search reported."""
+
+
+def os_reason(error: OSError) -> str:
+    """Why a path could not be written, in words that point at the path rather than at errno."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        return "part of that path is a file, not a folder"
+    return error.strerror or str(error)

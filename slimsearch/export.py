@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimsearch.errors import ExportError
+from slimsearch.errors import ExportError, os_reason
 
 # How far an exported model may be from the trial's figures before export refuses it.
 TOLERANCES = {
@@ -52,6 +54,7 @@ def choose_trial(result, *, trial: int | None = None, best_under: str | None = N
     from slimsearch.config import Budget
     from slimsearch.reports.data import recommended
 
+    _check_choice_arguments(trial, best_under, knee)
     if sum(x is not None and x is not False for x in (trial, best_under, knee)) > 1:
         raise ExportError("choose one of --trial, --best-under and --knee")
     trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
@@ -87,6 +90,27 @@ def choose_trial(result, *, trial: int | None = None, best_under: str | None = N
     return chosen
 
 
+def _check_choice_arguments(trial, best_under, knee) -> None:
+    from slimsearch.errors import ConfigError
+
+    if trial is not None and (isinstance(trial, bool) or not isinstance(trial, int)):
+        raise ConfigError(f"trial must be a trial number (an integer such as 3), but got trial={trial!r}")
+    if best_under is not None and not isinstance(best_under, str):
+        raise ConfigError(f"best_under must be a latency such as '1ms' or '0.5x', but got best_under={best_under!r}")
+    if not isinstance(knee, bool):
+        raise ConfigError(f"knee must be True or False, but got knee={knee!r}")
+
+
+def _find_trial(result, trial: int):
+    """The trial numbered `trial`, or a one-line error listing the exportable ones."""
+    trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
+    if trial not in trials:
+        exportable = sorted(n for n, t in trials.items() if "weights_artifact" in t.user_attrs)
+        raise ExportError(f"trial {trial} does not exist in {result.run_dir}; exportable trials: "
+                          f"{', '.join(map(str, exportable)) or 'none yet'}")
+    return trials[trial]
+
+
 def export_trial(result, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
                  out: str | Path | None = None) -> ExportResult:
     """Write every artifact of the chosen trial into `out`, then verify them."""
@@ -99,12 +123,16 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     from slimsearch.search.storage import artifact_store
     from slimsearch.spaces import Candidate
 
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        from slimsearch.errors import ConfigError
+
+        raise ConfigError(f"out must be a folder path such as 'model/', but got out={out!r}")
     chosen = choose_trial(result, trial=trial, best_under=best_under, knee=knee)
     out_dir = Path(out) if out else result.run_dir / "export" / f"trial-{chosen.number}"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ExportError(f"cannot write to export folder {str(out_dir)!r}: {error.strerror}") from None
+        raise ExportError(f"cannot write to export folder {str(out_dir)!r}: {os_reason(error)}") from None
     files = {name: out_dir / name for name in ARTIFACTS}
 
     weights_tmp = out_dir / f".weights.pt.tmp-{os.getpid()}"
@@ -164,16 +192,19 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     from slimsearch.evaluators.deploy import onnx_predict, onnx_session
     from slimsearch.evaluators.exit_deploy import is_early_exit
     from slimsearch.evaluators.train import predict_logits
+    from slimsearch.pt2 import load_exported_program
     from slimsearch.search.trial import latency_settings
     from slimsearch.techniques.quantization import quantized_layers
 
+    _check_choice_arguments(trial, None, False)
+    figures = _find_trial(result, trial).user_attrs
     out_dir = Path(out_dir)
     files = {name: out_dir / name for name in ARTIFACTS}
     for name in ("weights.pt", "candidate.json"):
         if not files[name].exists():
             raise ExportError(f"{name} is missing from {out_dir}")
+    _check_same_candidate(result, files["candidate.json"], trial, figures)
     task = task or _task(result)
-    figures = result.study.trials[trial].user_attrs
     inputs, labels = task.test.tensors
     student = _load_student(result, task, files)
     if is_early_exit(student):
@@ -189,12 +220,12 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     except Exception as error:
         raise ExportError(f"model.onnx in {out_dir} does not load or run in ONNX Runtime: "
                           f"{str(error).splitlines()[0][:200]}") from None
+    program = load_exported_program(files["model.pt2"]).module()  # never unpickles: see slimsearch/pt2.py
     try:
-        program = torch.export.load(str(files["model.pt2"])).module()
         with torch.inference_mode():
             pt2_logits = torch.cat([program(inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
     except Exception as error:
-        raise ExportError(f"model.pt2 in {out_dir} does not load or run with torch.export: "
+        raise ExportError(f"model.pt2 in {out_dir} does not run with torch.export: "
                           f"{str(error).splitlines()[0][:200]}") from None
 
     checks = {
@@ -320,6 +351,22 @@ def _measure_exported_exits(result, task, settings, folder: Path, student):
         context.close()
 
 
+def _check_same_candidate(result, path: Path, trial: int, figures: dict) -> None:
+    """An export folder of another trial would fail later as an accuracy gap; say what it is instead."""
+    from slimsearch.spaces import Candidate
+
+    try:
+        found = Candidate.from_json(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ExportError(f"candidate.json in {path.parent} is unreadable: {error}") from None
+    if "candidate" not in figures or found == Candidate.from_dict(figures["candidate"]):
+        return
+    owners = [t.number for t in result.study.get_trials(deepcopy=False)
+              if "candidate" in t.user_attrs and Candidate.from_dict(t.user_attrs["candidate"]) == found]
+    whose = f"it holds trial {owners[0]}'s" if owners else "it matches no trial of this run"
+    raise ExportError(f"{path.parent} is not an export of trial {trial}: {whose} candidate.json")
+
+
 def _measure_exported(task, settings, onnx_path: Path, student, quantized: bool):
     """The exported file itself against the teacher in one window, timed as the search timed it."""
     from slimsearch.evaluators import latency
@@ -338,3 +385,17 @@ def _measure_exported(task, settings, onnx_path: Path, student, quantized: bool)
             return measurer.measure_pair(onnx_path)
         finally:
             measurer.close()
+
+
+class _CallableModule(types.ModuleType):
+    """`slimsearch.export` names both this module and the public API function; importing the
+    module rebinds the package attribute to it (as with `slimsearch.search`), so the module
+    forwards calls to `slimsearch.api.export` and `slimsearch.export(...)` keeps working."""
+
+    def __call__(self, *args, **kwargs):
+        from slimsearch.api import export
+
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

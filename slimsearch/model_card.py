@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+# Characters Markdown would read as formatting, links or table cells when they appear in text.
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+def md_text(value: Any) -> str:
+    """A user string (task or machine name) as literal Markdown text: HTML and formatting escaped."""
+    text = " ".join(str(value).split())
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def md_code(value: Any) -> str:
+    """A user string (a layer name) as an inline code span, whose content Markdown shows verbatim.
+
+    The fence is one backtick longer than any run of backticks inside, as CommonMark requires.
+    (Code spans are kept out of the card's table, where GitHub would split cells on a `|`.)
+    """
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
@@ -53,12 +76,15 @@ def write_model_card(result, trial, verification: dict[str, Any], markdown_path:
     teacher, size, latency = card["teacher"], card["size"], card["latency"]
     conditions = card["conditions"]
     choices = card["knobs"]["choices"]
-    knob_lines = "\n".join(f"- **{family}**: " + ", ".join(f"`{target}` = {value}" for target, value in sorted(values.items()))
+    # Every string that can come from user code (task, teacher and layer names) goes through
+    # md_text / md_code: a layer called `<script>` must show as text wherever the card is rendered.
+    knob_lines = "\n".join(f"- **{md_text(family)}**: " + ", ".join(f"{md_code(target)} = {md_text(value)}"
+                                                                   for target, value in sorted(values.items()))
                            for family, values in sorted(choices.items()))
     teacher_size = teacher.get("size_bytes") or 0
-    markdown = f"""# Model card: {card['task']}, trial {card['trial']}
+    markdown = f"""# Model card: {md_text(card['task'])}, trial {card['trial']}
 
-Compressed by slimsearch from the `{teacher.get('name')}` teacher; fine-tuned with distillation.
+Compressed by slimsearch from the {md_code(teacher.get('name'))} teacher; fine-tuned with distillation.
 
 | | this model | teacher |
 |---|---|---|
@@ -69,9 +95,10 @@ Compressed by slimsearch from the `{teacher.get('name')}` teacher; fine-tuned wi
 | packed size | {size['packed_bytes'] / 1024:.1f} KiB ({size['packed_bytes'] / max(teacher_size, 1):.1%} of the teacher) | {teacher_size / 1024:.1f} KiB |
 | parameters | {size['params_count']} | {teacher.get('params_count')} |
 
-Latency budget: {latency['budget']}. Latency conditions: {conditions.get('runtime')} on {conditions.get('device')},
-batch {conditions.get('batch_size')}, {conditions.get('threads')} thread(s), CPU {conditions.get('cpu')}
-({conditions.get('cpu_count')} cores); versions {json.dumps(conditions.get('versions', {}))}.
+Latency budget: {md_text(latency['budget'])}. Latency conditions: {md_text(conditions.get('runtime'))} on
+{md_text(conditions.get('device'))}, batch {conditions.get('batch_size')}, {conditions.get('threads')} thread(s),
+CPU {md_text(conditions.get('cpu'))} ({conditions.get('cpu_count')} cores); versions
+{md_code(json.dumps(conditions.get('versions', {})))}.
 
 ## Knobs
 

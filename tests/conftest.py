@@ -65,3 +65,22 @@ def slimsearch_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.Com
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "slimsearch.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kwargs.get("cwd"))
+
+
+def slimsearch_cli_batch(commands: list[list[str]], *, timeout: float = 600, cwd=None) -> list[dict]:
+    """Run several command lines through the CLI's entry point in one subprocess (tests/cli/batch.py).
+
+    For many cheap command lines (bad input refused up front) where starting Python and torch
+    per line would cost more than the commands; each result has "code", "stdout" and "stderr".
+    """
+    import json
+
+    from tests.cli.batch import MARKER
+
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "tests.cli.batch"], input=json.dumps(commands), capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd or REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"the CLI batch itself failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.rsplit(MARKER, 1)[-1])

@@ -91,6 +91,23 @@ class PairedMeasurement:
         return self.teacher.value_ms / self.student.value_ms
 
 
+def check_target_available(settings: LatencySettings) -> None:
+    """Refuse a target this machine cannot run, before a search trains or times anything."""
+    if settings.device != "cuda":
+        return
+    if settings.runtime == "torch" and not torch.cuda.is_available():
+        raise ConfigError("target.device='cuda' with runtime='torch', but torch sees no CUDA GPU on this machine "
+                          "(torch.cuda.is_available() is False); allowed here: device='cpu'")
+    if settings.runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError(f"target.device='cuda' with runtime='onnxruntime', but ONNX Runtime offers only "
+                              f"{', '.join(available)} here; allowed here: device='cpu' (or install onnxruntime-gpu "
+                              f"on a machine with a CUDA GPU)")
+
+
 def make_runner(model: nn.Module | None, example_input: torch.Tensor, settings: LatencySettings, *,
                 onnx_path: Path | None = None) -> Callable[[], None]:
     """A function running one inference of `model` at `settings.batch_size` on the target runtime.

@@ -128,9 +128,21 @@ hover a point for its knobs.</p>
 
 def write_front_page(result, path: Path) -> Path:
     """Write the run's report to `path` (one HTML file, no network needed to open it)."""
-    page = render(build_report(result))
+    import os
+
+    from slimsearch.errors import ConfigError, os_reason
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"the report must be written to an HTML file path such as 'report.html', but got {path!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"cannot write the report to {str(path)!r}: it is a folder; expected an HTML file path "
+                          f"such as {str(path / 'report.html')!r}")
+    page = render(build_report(result))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write the report to {str(path)!r}: {os_reason(error)}") from None
     return path
 

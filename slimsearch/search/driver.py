@@ -84,11 +84,11 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
     done = _count(study, "COMPLETE")
     if existing is not None:
         console.print(f"Resuming study '{config.run_name}' in {run_dir}: {done} of {config.trials} trials "
-                      f"already done.", highlight=False, soft_wrap=True)
+                      f"already done.", highlight=False, markup=False, soft_wrap=True)
     else:
         console.print(f"New study '{config.run_name}' in {run_dir}: task {config.task}, budget "
                       f"{config.latency_budget} (teacher {teacher['latency_ms']:.3f} ms), {len(space.parameters())} "
-                      f"knobs, {config.trials} trials.", highlight=False, soft_wrap=True)
+                      f"knobs, {config.trials} trials.", highlight=False, markup=False, soft_wrap=True)
 
     if done < config.trials:
         workers = _start_workers(config, run_dir)
@@ -123,7 +123,7 @@ def _preflight(context: TrialContext, console: Console) -> dict:
     except Exception as error:  # a user model may not survive the extreme; its trials will say so
         console.print(f"warning: the most compressed candidate could not be built or timed "
                       f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,
-                      soft_wrap=True)
+                      markup=False, soft_wrap=True)
         teacher = context.measure_teacher()
         teacher_ms, teacher_iqr_ms, smallest_ms = teacher.median_ms, teacher.iqr_ms, None
     budget = config.latency_budget
@@ -164,7 +164,7 @@ def _requeue_lost_trials(study, console: Console) -> None:
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         console.print(f"Trial {trial.number} was interrupted by a previous run; it is recorded as failed and queued "
-                      f"again.", highlight=False, soft_wrap=True)
+                      f"again.", highlight=False, markup=False, soft_wrap=True)
 
 
 def _optimize(study, context: TrialContext, config: SearchConfig, *, on_trial=None) -> None:

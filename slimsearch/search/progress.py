@@ -44,7 +44,7 @@ class SearchProgress:
                               front=front_size)
         if not self.live and not self.quiet and finished_trial is not None:
             self.console.print(_trial_line(finished_trial, done, self.total, len(feasible), best, front_size),
-                               highlight=False, soft_wrap=True)
+                               highlight=False, markup=False, soft_wrap=True)  # reasons quote user code
 
 
 def _trial_line(trial, done: int, total: int, feasible: int, best: str, front: int) -> str:

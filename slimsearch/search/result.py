@@ -15,8 +15,8 @@ class Result:
     """`Result(run_dir).front` is what `slimsearch front` prints; `.export(...)` what it exports."""
 
     def __init__(self, run_dir: str | Path):
+        self.info = st.read_run_file(run_dir)  # first: it refuses a run_dir that is not a path
         self.run_dir = Path(run_dir)
-        self.info = st.read_run_file(self.run_dir)
 
     @cached_property
     def study(self):
@@ -72,7 +72,7 @@ class Result:
     def report(self, out: str | Path | None = None) -> Path:
         from slimsearch.reports.html import write_front_page
 
-        return write_front_page(self, Path(out) if out else self.run_dir / "report.html")
+        return write_front_page(self, out if out is not None else self.run_dir / "report.html")
 
     def export(self, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
                out: str | Path | None = None):

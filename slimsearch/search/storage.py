@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from slimsearch.config import SearchConfig
-from slimsearch.errors import ConfigError, SlimsearchError, StudyMismatchError
+from slimsearch.errors import ConfigError, SlimsearchError, StudyMismatchError, os_reason
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, size_bytes
 OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
@@ -46,7 +46,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(f"cannot write to run folder {str(run_dir)!r}: {error.strerror}") from None
+        raise ConfigError(f"cannot write to run folder {str(run_dir)!r}: {os_reason(error)}") from None
 
 
 @contextlib.contextmanager
@@ -97,18 +97,39 @@ def write_run_file(run_dir: Path, *, storage_url: str, study_name: str, config: 
 
 
 def read_run_file(run_dir: Path) -> dict[str, Any]:
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise ConfigError(f"a run folder must be a path such as 'runs/demo', but got {run_dir!r}")
     path = Path(run_dir) / RUN_FILE
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a slimsearch run folder (no {RUN_FILE}); "
                           f"expected a folder written by 'slimsearch run', such as runs/<name>")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{str(path)!r} is unreadable ({type(error).__name__}: {error}); "
+                          f"expected the JSON file 'slimsearch run' writes") from None
+    if not (isinstance(info, dict) and isinstance(info.get("storage"), str) and isinstance(info.get("study_name"), str)
+            and isinstance(info.get("config"), dict)):
+        raise ConfigError(f"{str(path)!r} is not a slimsearch run file: expected the keys 'storage', 'study_name' "
+                          f"and 'config' that 'slimsearch run' writes")
+    return info
 
 
 def load_study(run_dir: Path):
     import optuna
 
     info = read_run_file(run_dir)
-    return optuna.load_study(study_name=info["study_name"], storage=open_storage(info["storage"]))
+    url = info["storage"]
+    # Opening a missing SQLite file would create an empty one; say what is missing instead.
+    database = url[len("sqlite:///"):].split("?")[0] if url.startswith("sqlite:///") else None
+    if database and database != ":memory:" and not Path(database).is_file():
+        raise ConfigError(f"the study database of {str(run_dir)!r} is missing: {database!r} "
+                          f"(named in {RUN_FILE}) does not exist")
+    try:
+        return optuna.load_study(study_name=info["study_name"], storage=open_storage(url))
+    except KeyError:
+        raise ConfigError(f"storage {url!r} (named in {str(Path(run_dir) / RUN_FILE)!r}) holds no study "
+                          f"named {info['study_name']!r}") from None
 
 
 def artifact_store(run_dir: Path):

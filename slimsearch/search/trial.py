@@ -66,6 +66,8 @@ class TrialContext:
     @classmethod
     def create(cls, config: SearchConfig, task: Task, space: Space, run_dir: Path) -> TrialContext:
         settings = latency_settings(config)
+        # Here, not at the CLI: it is the machine that times trials that must have the target device.
+        latency_eval.check_target_available(settings)
         logits = teacher_logits(task.teacher, task.train.tensors[0], cache_dir=default_cache_dir() / "logits")
         context = cls(config, task, space, run_dir, logits)
         if settings.runtime == "onnxruntime":

@@ -62,7 +62,7 @@ def pinned_layers(module_names: list[str], layer_names: list[str], pins: tuple[s
     known = set(module_names)
     for pin in pins:
         if pin not in known:
-            listed = ", ".join(repr(name) for name in layer_names[:3] + layer_names[-2:])
+            listed = ", ".join(repr(name) for name in dict.fromkeys(layer_names[:3] + layer_names[-2:]))
             raise ConfigError(f"space.pin_float names {pin!r}, which is not a module of this model; "
                               f"allowed: module names such as {listed}")
     covered = {}

@@ -44,8 +44,10 @@ def load_user_task(spec: str) -> Task:
         )
     try:
         task = factory()
+    except TaskError as error:  # the Task it built was refused (e.g. data that does not fit the model)
+        raise TaskError(f"task factory {spec!r}: {error}") from error
     except Exception as error:
-        # A user's TaskError is wrapped too, so the message always says which factory failed.
+        # Anything else the factory raises is wrapped, so the message always says which factory failed.
         raise TaskError(f"task factory {spec!r} raised {type(error).__name__}: {error}") from error
     if not isinstance(task, Task):
         raise TaskError(

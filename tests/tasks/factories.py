@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from slimsearch.tasks import Task
 from slimsearch.tasks.digits import digits_splits
@@ -26,3 +27,45 @@ def bad_return() -> int:
 
 def raises() -> Task:
     raise RuntimeError("the user's data is missing")
+
+
+# Factories whose Task does not fit together: each is refused when the task is made, with one
+# line naming the problem, instead of failing minutes later inside a trial.
+
+def _tiny_parts(**overrides) -> dict:
+    train, val, test = digits_splits(size=8)
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)).eval()
+    parts = dict(name="tiny-conv", teacher=teacher, train=train, val=val, test=test,
+                 example_input=train.tensors[0][:1], num_classes=10)
+    return {**parts, **overrides}
+
+
+def wrong_channels() -> Task:
+    """RGB data for a model whose first conv takes one channel."""
+    train, val, test = digits_splits(size=8, channels=3)
+    return Task(**_tiny_parts(train=train, val=val, test=test, example_input=train.tensors[0][:1]))
+
+
+def wrong_num_classes() -> Task:
+    """The model has 10 outputs but the task says 12 classes."""
+    return Task(**_tiny_parts(num_classes=12))
+
+
+def labels_out_of_range() -> Task:
+    train, val, test = digits_splits(size=8)
+    return Task(**_tiny_parts(test=TensorDataset(test.tensors[0], test.tensors[1] + 10)))
+
+
+def float_labels() -> Task:
+    train, val, test = digits_splits(size=8)
+    return Task(**_tiny_parts(val=TensorDataset(val.tensors[0], val.tensors[1].float())))
+
+
+def example_batch_of_two() -> Task:
+    train, _, _ = digits_splits(size=8)
+    return Task(**_tiny_parts(example_input=train.tensors[0][:2]))
+
+
+def teacher_not_a_module() -> Task:
+    return Task(**_tiny_parts(teacher="resnet18"))

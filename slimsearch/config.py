@@ -30,6 +30,8 @@ QUANT_MODES = ("uniform", "kmeans")
 
 _BUDGET_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(?P<unit>ms|us|µs|s|x)\s*$", re.I)
 _UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
+_DURATION_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+)\s*(?P<unit>s|m|min|h)?\s*$", re.I)
+_UNIT_TO_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,45 @@ class SpaceConfig:
                 raise ConfigError(f"space.pin_float must list module names such as 'stem.0' or 'head', but got {name!r}")
 
 
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from a number (seconds) or a string such as '90s', '10m', '1.5h'."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_PATTERN.match(value)):
+        seconds = float(match["value"]) * _UNIT_TO_S[(match["unit"] or "s").lower()]
+    if seconds is None or not (0 < seconds < float("inf")):
+        raise ConfigError(f"faults.{key} must be a positive duration such as 600, '90s', '10m' or '2h', "
+                          f"but got {key}={value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """How a search survives bad trials and lost workers (search/faults.py, search/recovery.py).
+
+    `trial_timeout`: seconds one trial may take before it is stopped and recorded as failed
+    (None: no limit). `heartbeat_interval` / `grace_period`: every running trial writes a
+    heartbeat to the study storage this often; a trial whose heartbeat is older than the grace
+    period belongs to a dead worker, and is failed and queued again by any live one.
+    """
+
+    trial_timeout: float | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+
+    def __post_init__(self) -> None:
+        if self.trial_timeout is not None:
+            object.__setattr__(self, "trial_timeout", parse_duration("trial_timeout", self.trial_timeout))
+        _check_positive("faults.", "heartbeat_interval", self.heartbeat_interval)
+        _check_positive("faults.", "grace_period", self.grace_period)
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"faults.grace_period must be longer than faults.heartbeat_interval (or live trials would be taken "
+                f"for dead ones), but got grace_period={self.grace_period}, heartbeat_interval={self.heartbeat_interval}"
+            )
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """One search: the task, the budget, the search engine settings and the sections above."""
@@ -212,6 +253,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_budget", Budget.parse(self.latency_budget))
@@ -250,7 +292,8 @@ class SearchConfig:
         """Overlay `data` (nested like the TOML file) on `base`; unknown keys are refused."""
         base = base or cls()
         top: dict[str, Any] = {}
-        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig}
+        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig,
+                    "faults": FaultsConfig}
         for key, value in data.items():
             if key in sections:
                 if not isinstance(value, Mapping):
@@ -274,7 +317,7 @@ def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
 
 
 def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space]."""
+    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space], [faults]."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

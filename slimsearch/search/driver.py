@@ -197,11 +197,12 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
     report = _reporter(console)
     failures = [0]
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    guarded = guard_objective(lambda trial: run_trial(trial, context), trial_timeout=config.faults.trial_timeout)
 
-    def objective(trial):
+    def run(trial):
         trial.set_user_attr(WORKER_ATTR, worker_id)
-        return guarded(trial)
+        return run_trial(trial, context)
+
+    objective = guard_objective(run, trial_timeout=config.faults.trial_timeout)
 
     def after_trial(study_, trial) -> None:
         failures[0] = failures[0] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0

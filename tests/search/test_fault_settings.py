@@ -4,6 +4,7 @@ import signal
 import time
 
 import optuna
+import torch
 import pytest
 
 from slimsearch.config import SearchConfig
@@ -81,3 +82,28 @@ def test_worker_needs_a_shared_study(tmp_path):
     local = slimsearch_cli("worker", str(own))
     assert local.returncode == 2
     assert "keeps its study in its own SQLite file" in local.stderr and "--jobs" in local.stderr
+
+
+def test_a_measurement_cut_short_by_the_time_limit_leaves_a_working_measurer(tmp_path, monkeypatch):
+    from slimsearch.evaluators.deploy import export_onnx
+    from slimsearch.evaluators.latency import LatencySettings
+    from slimsearch.evaluators.latency_worker import IsolatedMeasurer
+    from slimsearch.tasks.models import ResidualCNN
+
+    monkeypatch.setenv("SLIMSEARCH_LATENCY_LOCK", str(tmp_path / "latency.lock"))
+    example = torch.randn(1, 1, 24, 24)
+    small = export_onnx(ResidualCNN(in_channels=1, num_classes=10, widths=(8,)), example, tmp_path / "small.onnx")
+    big = export_onnx(ResidualCNN(in_channels=1, num_classes=10, widths=(256, 256)), example, tmp_path / "big.onnx")
+    measurer = IsolatedMeasurer(small, example, LatencySettings(warmup=2, repeats=400, rounds=4))
+    try:
+        first = measurer._process.pid
+        with pytest.raises(TrialTimeoutError):
+            with time_limit(0.2):
+                measurer.measure_pair(big)
+        # The interrupted reply must not be read as the answer to the next request: a fresh process answers.
+        paired = measurer.measure_pair(small)
+        # Student and teacher are the same small file here; the stale reply would be the big model's.
+        assert paired.student.median_ms < 3 * paired.teacher.median_ms
+        assert measurer._process.pid != first
+    finally:
+        measurer.close()

@@ -26,15 +26,16 @@ if [ -z "$BIN" ]; then
     exit 1
 fi
 
+RUNUSER=$(command -v runuser || echo /usr/sbin/runuser)  # util-linux; /usr/sbin may not be on PATH
 as_owner() {  # run a server command as the user that owns the cluster
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then "$RUNUSER" -u postgres -- "$@"; else "$@"; fi
 }
 
 mkdir -p "$DATA_DIR"
 if [ "$(id -u)" -eq 0 ]; then
     chown postgres: "$DATA_DIR"
     chmod 700 "$DATA_DIR"
-    if ! runuser -u postgres -- test -w "$DATA_DIR"; then
+    if ! "$RUNUSER" -u postgres -- test -w "$DATA_DIR"; then
         echo "start-postgres.sh: the postgres user cannot reach $DATA_DIR (a parent folder is private?); pick a DATA_DIR under /tmp" >&2
         exit 1
     fi

@@ -12,7 +12,7 @@ BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 cd /
 if [ -n "$BIN" ] && [ -f "$DATA_DIR/PG_VERSION" ]; then
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$BIN/pg_ctl" -D "$DATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+        "$(command -v runuser || echo /usr/sbin/runuser)" -u postgres -- "$BIN/pg_ctl" -D "$DATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
     else
         "$BIN/pg_ctl" -D "$DATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
     fi

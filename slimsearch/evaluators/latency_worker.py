@@ -112,7 +112,10 @@ def _serve() -> None:
                 reply = {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict()}
         except Exception as error:  # reported to the trial, which records it as the failure reason
             reply = {"error": f"{type(error).__name__}: {error}"}
-        print(json.dumps(reply), flush=True)
+        try:
+            print(json.dumps(reply), flush=True)
+        except BrokenPipeError:  # the trial process died while we measured (SIGKILL): nobody to tell
+            return
 
 
 if __name__ == "__main__":

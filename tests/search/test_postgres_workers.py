@@ -58,19 +58,23 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "slimsearch.cli", *args]
 
 
-def _start(command: list[str]) -> subprocess.Popen:
-    # cwd=REPO so that the user task `tests.search.fault_tasks:...` imports in the subprocess.
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(command: list[str], log) -> subprocess.Popen:
+    # cwd=REPO so that the user task `tests.search.fault_tasks:...` imports in the subprocess. The
+    # log is a file, not a pipe nobody reads while the process runs (a full pipe would block it).
+    with open(log, "w") as stream:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stream, text=True)
+    process.log = log
+    return process
 
 
-def _trials(url: str) -> list:
+def _trials(storage) -> list:
     try:
-        return optuna.load_study(study_name="tiny", storage=url).get_trials()
+        return optuna.load_study(study_name="tiny", storage=storage).get_trials()
     except KeyError:  # the study does not exist yet
         return []
 
 
-def _kill_mid_trial(process: subprocess.Popen, url: str, *, ready=lambda trials: True, deadline: float):
+def _kill_mid_trial(process: subprocess.Popen, storage, *, ready=lambda trials: True, deadline: float):
     """SIGKILL `process` while it runs a trial; returns the numbers of its unfinished trials.
 
     The process is frozen (SIGSTOP) before the study is read, so what the test sees is what the
@@ -78,12 +82,12 @@ def _kill_mid_trial(process: subprocess.Popen, url: str, *, ready=lambda trials:
     """
     worker_id = f"{socket.gethostname()}:{process.pid}"
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read()
-        trials = _trials(url)
+        assert process.poll() is None, process.log.read_text()
+        trials = _trials(storage)
         mine = [t for t in trials if t.state.name == "RUNNING" and t.params and t.user_attrs.get("worker") == worker_id]
         if mine and ready(trials):
             process.send_signal(signal.SIGSTOP)
-            held = [t.number for t in _trials(url)
+            held = [t.number for t in _trials(storage)
                     if t.state.name == "RUNNING" and t.params and t.user_attrs.get("worker") == worker_id]
             if held:
                 process.kill()
@@ -96,6 +100,7 @@ def _kill_mid_trial(process: subprocess.Popen, url: str, *, ready=lambda trials:
 
 def test_workers_share_a_postgres_study_and_lost_trials_are_retried(postgres_url, tiny_settings, tmp_path):
     url = postgres_url
+    storage = optuna.storages.RDBStorage(url)  # one connection pool for all the polling below
     settings = {**tiny_settings, "task": "tests.search.fault_tasks:fragile", "trials": 6, "sampler": "random",
                 "latency_budget": "5x", "storage": url, "finetune": {"epochs": 2.0},
                 # The fragile model needs >= 16 of its 32 channels: stay within what it can run.
@@ -107,13 +112,14 @@ def test_workers_share_a_postgres_study_and_lost_trials_are_retried(postgres_url
     processes = []
     try:
         # 1. The driver creates the study; it is killed during its first trial.
-        driver = _start(run_command)
+        driver = _start(run_command, tmp_path / "driver.log")
         processes.append(driver)
         deadline = time.monotonic() + 300
-        lost = _kill_mid_trial(driver, url, deadline=deadline)
+        lost = _kill_mid_trial(driver, storage, deadline=deadline)
 
         # 2. Two workers join the study; one is killed mid-trial once the other is at work too.
-        first, second = (_start(_cli("worker", str(run_dir), "--storage", url, "--quiet")) for _ in range(2))
+        first, second = (_start(_cli("worker", str(run_dir), "--storage", url, "--quiet"), tmp_path / f"worker{i}.log")
+                         for i in range(2))
         processes += [first, second]
         ids = {f"{socket.gethostname()}:{p.pid}" for p in (first, second)}
 
@@ -121,18 +127,17 @@ def test_workers_share_a_postgres_study_and_lost_trials_are_retried(postgres_url
             return {t.user_attrs.get("worker") for t in trials} >= ids
 
         victim, survivor = first, second
-        lost += _kill_mid_trial(victim, url, ready=both_working, deadline=deadline)
-        kept = {t.number: t.values for t in _trials(url) if t.state.name == "COMPLETE"}
+        lost += _kill_mid_trial(victim, storage, ready=both_working, deadline=deadline)
+        kept = {t.number: t.values for t in _trials(storage) if t.state.name == "COMPLETE"}
 
         # 3. The survivor finishes the study, retrying both lost trials.
-        _, err = survivor.communicate(timeout=600)
-        assert survivor.returncode == 0, err
+        assert survivor.wait(timeout=600) == 0, survivor.log.read_text()
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
 
-    trials = _trials(url)
+    trials = _trials(storage)
     summary = "\n".join(f"{t.number} {t.state.name} {t.user_attrs.get('worker')} retry_of={t.user_attrs.get('retry_of')} "
                         f"{t.user_attrs.get('fail_reason')}" for t in trials)
     assert not [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")], summary
@@ -153,6 +158,6 @@ def test_workers_share_a_postgres_study_and_lost_trials_are_retried(postgres_url
     again = subprocess.run(run_command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "Resuming study 'tiny'" in again.stderr
-    assert {t.number: t.values for t in _trials(url) if t.state.name == "COMPLETE"} == completed
+    assert {t.number: t.values for t in _trials(storage) if t.state.name == "COMPLETE"} == completed
     front = subprocess.run(_cli("front", str(run_dir), "--json"), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert front.returncode == 0, front.stderr

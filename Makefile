@@ -18,6 +18,7 @@ demo: $(STAMP)
 # The default suite: fast tests plus one tiny but real end-to-end search. Slow tests: test-all.
 test: $(STAMP)
 	@bash scripts/install-chromium.sh || echo "Chromium could not be installed: the report's browser tests will be skipped"
+	@bash scripts/install-postgres.sh || echo "PostgreSQL could not be installed: the shared-study (postgres) tests will be skipped"
 	$(BIN)/python -m pytest -m "not slow and not gpu" -q
 
 test-all: $(STAMP)

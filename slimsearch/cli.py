@@ -1,4 +1,4 @@
-"""The `slimsearch` command: run, front, report, export, demo.
+"""The `slimsearch` command: run, worker, front, report, export, demo.
 
 Everything heavy (torch, optuna, onnxruntime, plotly) is imported inside the commands, so
 `slimsearch --help` answers at once. Errors a user can cause are printed as one line with
@@ -83,6 +83,7 @@ def run(
     threads: Optional[int] = typer.Option(None, help="Threads the runtime may use (default 1)."),
     epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
     granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
+    trial_timeout: Optional[str] = typer.Option(None, help="Time limit per trial ('90s', '10m', '1h'); a trial past it fails."),
     quiet: bool = typer.Option(False, help="No progress output."),
 ):
     """Run a search, or resume it if the run already exists."""
@@ -91,12 +92,30 @@ def run(
         "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
+        "faults": {"trial_timeout": trial_timeout},
     })
     # Imported after the settings are checked, so a bad flag is answered before torch loads.
     from slimsearch.search.driver import run_search
 
     result = run_search(config, console=_console(stderr=True), quiet=quiet)
     _print_summary(result)
+
+
+@app.command()
+@friendly_errors
+def worker(
+    run_dir: Path = typer.Argument(..., help="The run folder on this machine, e.g. runs/<name> (made if missing)."),
+    storage: Optional[str] = typer.Option(None, help="The study's storage URL, as given to 'slimsearch run --storage' "
+                                                     "(default: the one in RUN_DIR/run.json)."),
+    trial_timeout: Optional[str] = typer.Option(None, help="Time limit per trial for this worker ('90s', '10m')."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+):
+    """Join a study started by 'slimsearch run --storage URL' and work its trials; start it N times, anywhere."""
+    from slimsearch.search.worker import run_worker
+
+    completed = run_worker(run_dir, storage=storage, trial_timeout=trial_timeout, console=_console(stderr=True),
+                           quiet=quiet)
+    print(f"study done: {completed} completed trials; 'slimsearch front {run_dir}' prints the front")
 
 
 def _print_summary(result, export=None) -> None:

@@ -34,6 +34,8 @@ EXIT_CRITERIA = ("max_prob", "entropy")
 
 _BUDGET_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(?P<unit>ms|us|µs|s|x)\s*$", re.I)
 _UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
+_DURATION_PATTERN = re.compile(r"^\s*(?P<value>[0-9]*\.?[0-9]+)\s*(?P<unit>s|m|min|h)?\s*$", re.I)
+_UNIT_TO_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,45 @@ class SpaceConfig:
             _check_choice("space.", "exit_criteria", criterion, EXIT_CRITERIA)
 
 
+def parse_duration(key: str, value: Any) -> float:
+    """Seconds from a number (seconds) or a string such as '90s', '10m', '1.5h'."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION_PATTERN.match(value)):
+        seconds = float(match["value"]) * _UNIT_TO_S[(match["unit"] or "s").lower()]
+    if seconds is None or not (0 < seconds < float("inf")):
+        raise ConfigError(f"faults.{key} must be a positive duration such as 600, '90s', '10m' or '2h', "
+                          f"but got {key}={value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """How a search survives bad trials and lost workers (search/faults.py, search/recovery.py).
+
+    `trial_timeout`: seconds one trial may take before it is stopped and recorded as failed
+    (None: no limit). `heartbeat_interval` / `grace_period`: every running trial writes a
+    heartbeat to the study storage this often; a trial whose heartbeat is older than the grace
+    period belongs to a dead worker, and is failed and queued again by any live one.
+    """
+
+    trial_timeout: float | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+
+    def __post_init__(self) -> None:
+        if self.trial_timeout is not None:
+            object.__setattr__(self, "trial_timeout", parse_duration("trial_timeout", self.trial_timeout))
+        _check_positive("faults.", "heartbeat_interval", self.heartbeat_interval)
+        _check_positive("faults.", "grace_period", self.grace_period)
+        if self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"faults.grace_period must be longer than faults.heartbeat_interval (or live trials would be taken "
+                f"for dead ones), but got grace_period={self.grace_period}, heartbeat_interval={self.heartbeat_interval}"
+            )
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """One search: the task, the budget, the search engine settings and the sections above."""
@@ -253,6 +294,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_budget", Budget.parse(self.latency_budget))
@@ -298,7 +340,8 @@ class SearchConfig:
         """Overlay `data` (nested like the TOML file) on `base`; unknown keys are refused."""
         base = base or cls()
         top: dict[str, Any] = {}
-        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig}
+        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig,
+                    "faults": FaultsConfig}
         for key, value in data.items():
             if key in sections:
                 if not isinstance(value, Mapping):
@@ -322,7 +365,7 @@ def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
 
 
 def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space]."""
+    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space], [faults]."""
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"a config file must be a path to a .toml file, but got {path!r}")
     path = Path(path)

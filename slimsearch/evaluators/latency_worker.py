@@ -37,24 +37,41 @@ class IsolatedMeasurer:
             raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
         example_path = Path(teacher_onnx).with_name("example_input.pt")
         torch.save(example_input.detach().cpu(), example_path)
-        setup = {"teacher": str(teacher_onnx), "example": str(example_path), "settings": dataclasses.asdict(settings)}
+        self._setup = {"teacher": str(teacher_onnx), "example": str(example_path),
+                       "settings": dataclasses.asdict(settings)}
         if samples is not None:
             samples_path = Path(teacher_onnx).with_name("latency_samples.pt")
             torch.save(samples.detach().cpu().contiguous(), samples_path)
-            setup["samples"] = str(samples_path)
+            self._setup["samples"] = str(samples_path)
+        self._process: subprocess.Popen | None = None
+        self._start()
+
+    def _start(self) -> None:
         self._process = subprocess.Popen([sys.executable, "-m", "slimsearch.evaluators.latency_worker"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self._ask(setup)
+        self._exchange(self._setup)
 
     def _ask(self, request: dict) -> dict:
+        if self._process is None:  # the last exchange was cut short
+            self._start()
+        return self._exchange(request)
+
+    def _exchange(self, request: dict) -> dict:
         try:
             self._process.stdin.write(json.dumps(request) + "\n")
             self._process.stdin.flush()
             line = self._process.stdout.readline()
         except (BrokenPipeError, OSError):
             line = ""
-        if not line:
-            raise RuntimeError(f"the latency worker stopped (exit code {self._process.poll()})")
+        except BaseException:
+            # Interrupted mid-exchange (a trial's time limit, Ctrl-C): its reply would be read as
+            # the answer to the next request, so this worker is dropped and the next ask starts one.
+            self._discard()
+            raise
+        if not line:  # it died (a candidate crashed the runtime?): this trial fails, the next starts another
+            code = self._process.poll()
+            self._discard()
+            raise RuntimeError(f"the latency worker stopped (exit code {code})")
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"latency measurement failed: {reply['error']}")
@@ -74,8 +91,14 @@ class IsolatedMeasurer:
     def measure_teacher(self) -> Measurement:
         return Measurement(**self._ask({"teacher_only": True})["teacher"])
 
+    def _discard(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()  # also frees the machine-wide measurement lock it may hold
+            process.wait()
+
     def close(self) -> None:
-        if self._process.poll() is None:
+        if self._process is not None and self._process.poll() is None:
             try:
                 self._process.stdin.close()  # end of input: the worker exits
                 self._process.wait(timeout=10)
@@ -105,7 +128,10 @@ def _serve() -> None:
                 reply = {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict()}
         except Exception as error:  # reported to the trial, which records it as the failure reason
             reply = {"error": f"{type(error).__name__}: {error}"}
-        print(json.dumps(reply), flush=True)
+        try:
+            print(json.dumps(reply), flush=True)
+        except BrokenPipeError:  # the trial process died while we measured (SIGKILL): nobody to tell
+            return
 
 
 def _measure_exits(request: dict, setup: dict, settings: LatencySettings) -> dict:

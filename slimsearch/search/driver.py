@@ -1,15 +1,19 @@
 """Runs a search end to end: open or resume the study, check the budget, drive the trials.
 
 A search is resumable at any point: every finished trial is in the study storage the moment
-it ends, a trial lost with its process (SIGKILL, power cut) is marked failed and queued again,
-and running the same command again continues towards the requested number of trials.
+it ends, a trial lost with its process (SIGKILL, power cut) is marked failed and queued again
+(search/recovery.py), and running the same command again continues towards the requested
+number of trials. A trial that raises, returns NaN or overruns its time limit fails alone
+(search/faults.py). `slimsearch worker` (search/worker.py) runs `work` on a shared study.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -17,8 +21,10 @@ from rich.console import Console
 from slimsearch.config import SearchConfig
 from slimsearch.errors import InfeasibleBudgetError, SlimsearchError
 from slimsearch.evaluators.size import packed_size_bytes, parameter_count
+from slimsearch.search import recovery
 from slimsearch.search import storage as st
 from slimsearch.search.environment import environment_info
+from slimsearch.search.faults import guard_objective
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
@@ -27,6 +33,7 @@ from slimsearch.spaces.warm_start import starting_candidates
 from slimsearch.techniques import build_student
 
 MAX_CONSECUTIVE_FAILURES = 5
+WORKER_ATTR = "worker"  # host:pid of the process that ran a trial
 
 
 def run_search(config: SearchConfig, *, console: Console | None = None, quiet: bool = False, task=None):
@@ -43,11 +50,12 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
         task = task or create_task(config.task, seed=config.seed)
         space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
         storage_url = config.storage or st.default_storage_url(run_dir)
-        storage = st.open_storage(storage_url)
         expected = st.fingerprint(config, space.signature())
-        existing = _load_existing(storage, config.run_name)
+        existing = _load_existing(st.open_storage(storage_url), config.run_name)
         if existing is not None:
             st.check_fingerprint(existing, expected, run_dir)
+        config = with_study_heartbeat(config, existing)
+        storage = open_worker_storage(storage_url, config.faults, console)
 
         context = TrialContext.create(config, task, space, run_dir)
         try:
@@ -69,7 +77,8 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
     study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
                                 sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
                                 load_if_exists=True)
-    if existing is None:
+    if st.FINGERPRINT_ATTR not in study.user_attrs:  # new, or created by hand (e.g. to enqueue candidates first)
+        st.check_directions(study, run_dir)
         study.set_user_attr(st.FINGERPRINT_ATTR, expected)
         study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
         study.set_user_attr("teacher", teacher)
@@ -79,8 +88,9 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
             for candidate in starting_candidates(space)[:max(1, config.trials // 2)]:
                 study.enqueue_trial(candidate_params(candidate, space), user_attrs={"warm_start": True})
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
-    if config.storage is None:
-        _requeue_lost_trials(study, console)
+    if st.is_default_storage(storage_url, run_dir):
+        # Only lock holders use the run folder's SQLite study: whatever is RUNNING there is lost.
+        recovery.recover_orphans(study, _reporter(console))
     done = _count(study, "COMPLETE")
     if existing is not None:
         console.print(f"Resuming study '{config.run_name}' in {run_dir}: {done} of {config.trials} trials "
@@ -90,12 +100,12 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
                       f"{config.latency_budget} (teacher {teacher['latency_ms']:.3f} ms), {len(space.parameters())} "
                       f"knobs, {config.trials} trials.", highlight=False, markup=False, soft_wrap=True)
 
-    if done < config.trials:
+    if has_work(study, config) or _count(study, "RUNNING"):
         workers = _start_workers(config, run_dir)
         try:
             with SearchProgress(total=config.trials, console=console, quiet=quiet) as progress:
                 progress.update(study)
-                _optimize(study, context, config, on_trial=progress.update)
+                work(study, context, config, console, on_trial=progress.update)
         finally:
             for worker in workers:
                 worker.join()
@@ -153,31 +163,59 @@ def _count(study, state: str) -> int:
     return sum(1 for trial in study.get_trials(deepcopy=False) if trial.state.name == state)
 
 
-def _requeue_lost_trials(study, console: Console) -> None:
-    """Trials left RUNNING belong to a process that died (we hold the run lock): fail and retry them."""
-    from optuna.trial import TrialState
+def with_study_heartbeat(config: SearchConfig, study) -> SearchConfig:
+    """`config` with the study's heartbeat settings: every worker must agree on what 'dead' means.
 
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                           "interrupted: the process running this trial stopped before it finished")
-        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        console.print(f"Trial {trial.number} was interrupted by a previous run; it is recorded as failed and queued "
-                      f"again.", highlight=False, markup=False, soft_wrap=True)
+    The time limit stays this process's own: raising it on resume is a fair thing to do.
+    """
+    stored = (study.user_attrs.get(st.CONFIG_ATTR) or {}).get("faults") if study is not None else None
+    if not stored:
+        return config
+    heartbeat = {key: stored[key] for key in ("heartbeat_interval", "grace_period") if key in stored}
+    return SearchConfig.from_mapping({"faults": heartbeat}, source="the study's settings", base=config)
 
 
-def _optimize(study, context: TrialContext, config: SearchConfig, *, on_trial=None) -> None:
-    """Run trials until the study holds `config.trials` completed ones (across all workers)."""
+def open_worker_storage(url: str, faults, console: Console):
+    """The study storage as a process that runs trials opens it: with heartbeats, recovering lost trials."""
+    return st.open_storage(url, heartbeat=(faults.heartbeat_interval, faults.grace_period),
+                           on_stale_trial=recovery.stale_trial_callback(_reporter(console)))
+
+
+def has_work(study, config: SearchConfig) -> bool:
+    """Completed trials still missing, or candidates queued (retries of lost trials, enqueued by hand)."""
+    return _count(study, "COMPLETE") < config.trials or _count(study, "WAITING") > 0
+
+
+def _reporter(console: Console):
+    return lambda message: console.print(message, highlight=False, soft_wrap=True)
+
+
+def work(study, context: TrialContext, config: SearchConfig, console: Console, *, on_trial=None) -> None:
+    """Run trials until the study holds `config.trials` completed ones and none is running or queued.
+
+    Several processes may work one study (`--jobs`, `slimsearch worker`). One that finds nothing
+    left to start waits for the others' running trials: each either finishes, or stops sending
+    heartbeats and is failed and queued again, and then this process runs the retry. So when any
+    worker returns, nothing is left RUNNING behind a dead one.
+    """
     import optuna
 
+    report = _reporter(console)
     failures = [0]
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(trial):
+        trial.set_user_attr(WORKER_ATTR, worker_id)
+        return run_trial(trial, context)
+
+    objective = guard_objective(run, trial_timeout=config.faults.trial_timeout)
 
     def after_trial(study_, trial) -> None:
         failures[0] = failures[0] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(study_, trial)
-        if _count(study_, "COMPLETE") >= config.trials:
+        recovery.recover_stale(study_)
+        if not has_work(study_, config):
             study_.stop()
         elif failures[0] >= MAX_CONSECUTIVE_FAILURES:
             study_.stop()
@@ -186,7 +224,25 @@ def _optimize(study, context: TrialContext, config: SearchConfig, *, on_trial=No
                 f"{trial.user_attrs.get('fail_reason', 'unknown')} (completed trials are kept in the study)"
             )
 
-    study.optimize(lambda trial: run_trial(trial, context), catch=(Exception,), callbacks=[after_trial])
+    waiting_for: set[int] = set()
+    while True:
+        recovery.recover_stale(study)
+        if has_work(study, config):
+            try:
+                study.optimize(objective, catch=(Exception,), callbacks=[after_trial])
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Our trial went silent for a grace period (a stalled machine) and another worker
+                # failed and re-queued it; its result is void, the retry will redo it.
+                report("A trial of this worker was taken for lost by another worker; continuing.")
+            continue
+        running = {trial.number for trial in study.get_trials(deepcopy=False) if trial.state.name == "RUNNING"}
+        if not running:
+            return
+        if running != waiting_for:
+            report(f"Waiting for trial(s) {', '.join(map(str, sorted(running)))} of other workers to finish "
+                   f"(or to be retried here if their worker is gone).")
+            waiting_for = running
+        time.sleep(config.faults.heartbeat_interval)
 
 
 def _start_workers(config: SearchConfig, run_dir: Path) -> list:
@@ -219,9 +275,13 @@ def _worker_main(config_data: dict, run_dir: str) -> None:
     task = create_task(config.task, seed=config.seed)
     space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
     context = TrialContext.create(config, task, space, Path(run_dir))
+    console = Console(stderr=True, quiet=True)  # the driver reports for the whole search
     try:
-        study = st.load_study(Path(run_dir))
-        study.sampler = create_sampler(config.sampler, seed=config.seed + os.getpid(), trials=config.trials)
-        _optimize(study, context, config)
+        info = st.read_run_file(Path(run_dir))
+        study = optuna.load_study(study_name=info["study_name"],
+                                  storage=open_worker_storage(info["storage"], config.faults, console),
+                                  sampler=create_sampler(config.sampler, seed=config.seed + os.getpid(),
+                                                         trials=config.trials))
+        work(study, context, config, console)
     finally:
         context.close()

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,21 +23,53 @@ OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
 RUN_FILE = "run.json"
 FINGERPRINT_ATTR = "slimsearch_fingerprint"
 CONFIG_ATTR = "slimsearch_config"
+FAIL_REASON_ATTR = "fail_reason"  # user attr of a failed trial: why it failed
 
 
 def default_storage_url(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
-def open_storage(url: str):
-    """An Optuna RDB storage; SQLite waits for its lock instead of failing when workers write at once."""
+def open_storage(url: str, *, heartbeat: tuple[int, int] | None = None, on_stale_trial=None):
+    """An Optuna RDB storage; SQLite waits for its lock instead of failing when workers write at once.
+
+    `heartbeat` = (interval, grace period) in seconds, for the processes that run trials: each
+    running trial then writes a heartbeat, and a trial whose heartbeat is older than the grace
+    period is failed, with its reason, by the next worker that looks (search/recovery.py), which
+    then calls `on_stale_trial(study, trial)`.
+    """
+    import warnings
+
     import optuna
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if not url.startswith("sqlite"):
+        # Workers live for hours: a connection the server dropped meanwhile (restart, idle
+        # timeout) is replaced instead of failing the next heartbeat or trial.
+        engine_kwargs["pool_pre_ping"] = True
+    if heartbeat is None:
+        storage_class, interval, grace = optuna.storages.RDBStorage, None, None
+    else:
+        from slimsearch.search.heartbeat_storage import HeartbeatStorage
+
+        storage_class, (interval, grace) = HeartbeatStorage, heartbeat
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are marked so
+            return storage_class(url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                                 heartbeat_stale_trial_callback=on_stale_trial)
     except Exception as error:  # SQLAlchemy reports bad URLs and unreachable servers in many ways
         raise ConfigError(f"cannot open storage {url!r}: {str(error).splitlines()[0]}") from None
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for an error line."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def is_default_storage(url: str, run_dir: Path) -> bool:
+    """True for the run folder's own SQLite file, which only processes holding the run lock use."""
+    return url == default_storage_url(run_dir)
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -89,9 +122,19 @@ def check_fingerprint(study, expected: dict[str, Any], run_dir: Path) -> None:
     )
 
 
+def check_directions(study, run_dir: Path) -> None:
+    """A study made by hand (say, to enqueue candidates first) must optimise our three objectives."""
+    directions = tuple(d.name.lower() for d in study.directions)
+    if directions != DIRECTIONS:
+        raise StudyMismatchError(
+            f"study {study.study_name!r} in {run_dir} optimises {list(directions)}, but slimsearch needs "
+            f"{list(DIRECTIONS)} ({', '.join(OBJECTIVES)}); use another --name"
+        )
+
+
 def write_run_file(run_dir: Path, *, storage_url: str, study_name: str, config: SearchConfig) -> None:
     data = {"storage": storage_url, "study_name": study_name, "config": config.to_dict()}
-    tmp = run_dir / (RUN_FILE + ".tmp")
+    tmp = run_dir / f"{RUN_FILE}.{os.getpid()}.tmp"  # workers on one machine may write at once
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, run_dir / RUN_FILE)
 

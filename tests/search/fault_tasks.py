@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -29,4 +31,39 @@ def fragile() -> Task:
     train, val, test = digits_splits(size=8)
     torch.manual_seed(0)
     return Task(name="fragile", teacher=NeedsSixteenChannels().eval(), train=train, val=val, test=test,
+                example_input=train.tensors[0][:1], num_classes=10)
+
+
+class Saboteur(nn.Module):
+    """A user model that breaks in three ways at chosen widths of its conv, as broken candidates do.
+
+    The teacher (64 channels) and the most pruned candidate (8) work; the test enqueues the widths
+    below so that each failure happens exactly once, whatever the sampler would have proposed.
+    """
+
+    RAISES_AT, NAN_AT, HANGS_AT = 56, 48, 40
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 64, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        width = self.conv.out_channels
+        if width == self.RAISES_AT:
+            raise RuntimeError(f"Saboteur refuses to run with {width} channels")
+        if width == self.HANGS_AT:
+            time.sleep(3600)  # stuck, as a deadlocked data pipeline would be; the time limit must end it
+        logits = self.head(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+        if width == self.NAN_AT:
+            logits = logits * float("nan")
+        return logits
+
+
+def saboteur() -> Task:
+    train, val, test = digits_splits(size=8)
+    torch.manual_seed(0)
+    return Task(name="saboteur", teacher=Saboteur().eval(), train=train, val=val, test=test,
                 example_input=train.tensors[0][:1], num_classes=10)

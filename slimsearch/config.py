@@ -19,6 +19,8 @@ from slimsearch.errors import ConfigError
 RUNTIMES = ("onnxruntime", "torch")
 DEVICES = ("cpu", "cuda")
 SAMPLERS = ("nsga2", "tpe", "random")
+# Where trials run: Optuna in this process (and --jobs processes beside it), or Ray Tune on a cluster.
+BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "stage", "global")
 # Knob families the Candidate format knows; the ones with an implementation are registered in
 # `slimsearch.spaces`, the others are rejected there with a clear line until they land.
@@ -196,6 +198,41 @@ class SpaceConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """How trials run on a Ray cluster (used when `backend = "ray"`, see search/ray_backend.py).
+
+    `address`: the cluster to join ('HOST:PORT', 'auto' or 'ray://HOST:PORT'); None joins the
+    cluster in $RAY_ADDRESS, or else starts a one-machine Ray here. `gpus_per_trial` None means
+    1 for a CUDA target (its latency is measured on the GPU) and 0 otherwise.
+    `target_resource`: the custom Ray resource that marks nodes of the target's kind; None
+    means `slimsearch_target_<device>`. `max_concurrent_trials` None: as many as the nodes fit.
+    """
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent_trials: int | None = None
+    target_resource: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()
+                                         or any(c.isspace() for c in self.address)):
+            raise ConfigError(f"ray.address must be a Ray cluster address such as '10.0.0.5:6379', 'auto' or "
+                              f"'ray://10.0.0.5:10001', but got address={self.address!r}")
+        _check_positive("ray.", "cpus_per_trial", self.cpus_per_trial, integer=False)
+        if self.gpus_per_trial is not None:
+            _check_positive("ray.", "gpus_per_trial", self.gpus_per_trial, integer=False, allow_zero=True)
+        if self.max_concurrent_trials is not None:
+            _check_positive("ray.", "max_concurrent_trials", self.max_concurrent_trials)
+        if self.target_resource is not None and not (
+                isinstance(self.target_resource, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", self.target_resource)
+                and self.target_resource not in ("CPU", "GPU", "memory", "object_store_memory")):
+            raise ConfigError(f"ray.target_resource must name a custom Ray resource such as 'slimsearch_target_cpu' "
+                              f"(letters, digits, '_', '.', '-'; not CPU, GPU or memory), but got "
+                              f"target_resource={self.target_resource!r}")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One search: the task, the budget, the search engine settings and the sections above."""
 
@@ -208,10 +245,12 @@ class SearchConfig:
     storage: str | None = None
     runs_dir: str = "runs"
     jobs: int = 1
+    backend: str = "optuna"
     target: TargetConfig = field(default_factory=TargetConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_budget", Budget.parse(self.latency_budget))
@@ -220,6 +259,11 @@ class SearchConfig:
         _check_positive("", "trials", self.trials)
         _check_positive("", "jobs", self.jobs)
         _check_choice("", "sampler", self.sampler, SAMPLERS)
+        _check_choice("", "backend", self.backend, BACKENDS)
+        if self.backend == "ray" and self.jobs != 1:
+            raise ConfigError(f"jobs runs parallel trials on this machine with backend='optuna'; with backend='ray' "
+                              f"the cluster runs as many trials as its nodes fit (or ray.max_concurrent_trials), "
+                              f"but got jobs={self.jobs!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, but got seed={self.seed!r}")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
@@ -250,7 +294,8 @@ class SearchConfig:
         """Overlay `data` (nested like the TOML file) on `base`; unknown keys are refused."""
         base = base or cls()
         top: dict[str, Any] = {}
-        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig}
+        sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig,
+                    "ray": RayConfig}
         for key, value in data.items():
             if key in sections:
                 if not isinstance(value, Mapping):
@@ -274,7 +319,7 @@ def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
 
 
 def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space]."""
+    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space], [ray]."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

@@ -83,9 +83,13 @@ def run(
     threads: Optional[int] = typer.Option(None, help="Threads the runtime may use (default 1)."),
     epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
     granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
+    backend: Optional[str] = typer.Option(None, help="optuna (default: trials run on this machine) or ray (a Ray cluster)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address for --backend ray (default: $RAY_ADDRESS, "
+                                                     "else Ray on this machine)."),
     quiet: bool = typer.Option(False, help="No progress output."),
 ):
     """Run a search, or resume it if the run already exists."""
+    from slimsearch.errors import ConfigError
     from slimsearch.search.driver import run_search
 
     config = _build_config(config_file, {
@@ -93,7 +97,11 @@ def run(
         "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
+        "backend": backend, "ray": {"address": address},
     })
+    if address is not None and config.backend != "ray":
+        raise ConfigError(f"--address {address!r} names a Ray cluster, but the backend is {config.backend!r}; "
+                          f"allowed: --address together with --backend ray")
     result = run_search(config, console=_console(stderr=True), quiet=quiet)
     _print_summary(result)
 

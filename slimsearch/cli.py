@@ -84,16 +84,25 @@ def run(
     epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
     granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
     trial_timeout: Optional[str] = typer.Option(None, help="Time limit per trial ('90s', '10m', '1h'); a trial past it fails."),
+    backend: Optional[str] = typer.Option(None, help="optuna (default: trials run on this machine) or ray (a Ray cluster)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address for --backend ray (default: $RAY_ADDRESS, "
+                                                     "else Ray on this machine)."),
     quiet: bool = typer.Option(False, help="No progress output."),
 ):
     """Run a search, or resume it if the run already exists."""
+    from slimsearch.errors import ConfigError
+
     config = _build_config(config_file, {
         "task": task, "latency_budget": latency_budget, "trials": trials, "name": name, "sampler": sampler,
         "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
         "faults": {"trial_timeout": trial_timeout},
+        "backend": backend, "ray": {"address": address},
     })
+    if address is not None and config.backend != "ray":
+        raise ConfigError(f"--address {address!r} names a Ray cluster, but the backend is {config.backend!r}; "
+                          f"allowed: --address together with --backend ray")
     # Imported after the settings are checked, so a bad flag is answered before torch loads.
     from slimsearch.search.driver import run_search
 

@@ -21,6 +21,8 @@ from slimsearch.errors import ConfigError
 RUNTIMES = ("onnxruntime", "torch")
 DEVICES = ("cpu", "cuda")
 SAMPLERS = ("nsga2", "tpe", "random")
+# Where trials run: Optuna in this process (and --jobs processes beside it), or Ray Tune on a cluster.
+BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "stage", "global")
 # Knob families the Candidate format knows; the ones with an implementation are registered in
 # `slimsearch.spaces`, the others are rejected there with a clear line until they land.
@@ -276,6 +278,41 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """How trials run on a Ray cluster (used when `backend = "ray"`, see search/ray_backend.py).
+
+    `address`: the cluster to join ('HOST:PORT', 'auto' or 'ray://HOST:PORT'); None joins the
+    cluster in $RAY_ADDRESS, or else starts a one-machine Ray here. `gpus_per_trial` None means
+    1 for a CUDA target (its latency is measured on the GPU) and 0 otherwise.
+    `target_resource`: the custom Ray resource that marks nodes of the target's kind; None
+    means `slimsearch_target_<device>`. `max_concurrent_trials` None: as many as the nodes fit.
+    """
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent_trials: int | None = None
+    target_resource: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()
+                                         or any(c.isspace() for c in self.address)):
+            raise ConfigError(f"ray.address must be a Ray cluster address such as '10.0.0.5:6379', 'auto' or "
+                              f"'ray://10.0.0.5:10001', but got address={self.address!r}")
+        _check_positive("ray.", "cpus_per_trial", self.cpus_per_trial, integer=False)
+        if self.gpus_per_trial is not None:
+            _check_positive("ray.", "gpus_per_trial", self.gpus_per_trial, integer=False, allow_zero=True)
+        if self.max_concurrent_trials is not None:
+            _check_positive("ray.", "max_concurrent_trials", self.max_concurrent_trials)
+        if self.target_resource is not None and not (
+                isinstance(self.target_resource, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", self.target_resource)
+                and self.target_resource not in ("CPU", "GPU", "memory", "object_store_memory")):
+            raise ConfigError(f"ray.target_resource must name a custom Ray resource such as 'slimsearch_target_cpu' "
+                              f"(letters, digits, '_', '.', '-'; not CPU, GPU or memory), but got "
+                              f"target_resource={self.target_resource!r}")
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One search: the task, the budget, the search engine settings and the sections above."""
 
@@ -290,11 +327,13 @@ class SearchConfig:
     jobs: int = 1
     # Queue a few obvious candidates (teacher, int8, uniform pruning, one exit) before the sampler's.
     warm_start: bool = True
+    backend: str = "optuna"
     target: TargetConfig = field(default_factory=TargetConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "latency_budget", Budget.parse(self.latency_budget))
@@ -305,6 +344,11 @@ class SearchConfig:
         _check_choice("", "sampler", self.sampler, SAMPLERS)
         if not isinstance(self.warm_start, bool):
             raise ConfigError(f"warm_start must be true or false, but got warm_start={self.warm_start!r}")
+        _check_choice("", "backend", self.backend, BACKENDS)
+        if self.backend == "ray" and self.jobs != 1:
+            raise ConfigError(f"jobs runs parallel trials on this machine with backend='optuna'; with backend='ray' "
+                              f"the cluster runs as many trials as its nodes fit (or ray.max_concurrent_trials), "
+                              f"but got jobs={self.jobs!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer, but got seed={self.seed!r}")
         if self.name is not None and not (isinstance(self.name, str)
@@ -341,7 +385,7 @@ class SearchConfig:
         base = base or cls()
         top: dict[str, Any] = {}
         sections = {"target": TargetConfig, "latency": LatencyConfig, "finetune": FinetuneConfig, "space": SpaceConfig,
-                    "faults": FaultsConfig}
+                    "faults": FaultsConfig, "ray": RayConfig}
         for key, value in data.items():
             if key in sections:
                 if not isinstance(value, Mapping):
@@ -365,7 +409,7 @@ def _overlay(section: Any, values: Mapping[str, Any], unknown: str) -> Any:
 
 
 def load_toml(path: str | Path, *, base: SearchConfig | None = None) -> SearchConfig:
-    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space], [faults]."""
+    """Read a search config file: top-level keys plus [target], [latency], [finetune], [space], [faults], [ray]."""
     if not isinstance(path, (str, os.PathLike)):
         raise ConfigError(f"a config file must be a path to a .toml file, but got {path!r}")
     path = Path(path)

@@ -9,6 +9,7 @@ number of trials. A trial that raises, returns NaN or overruns its time limit fa
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import socket
@@ -57,7 +58,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
         config = with_study_heartbeat(config, existing)
         storage = open_worker_storage(storage_url, config.faults, console)
 
-        context = TrialContext.create(config, task, space, run_dir)
+        context = _create_context(config, task, space, run_dir)
         try:
             return _search(config, context, storage, existing, expected, console, quiet)
         finally:
@@ -73,7 +74,8 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
 
     run_dir, space = config.run_dir, context.space
     storage_url = config.storage or st.default_storage_url(run_dir)
-    teacher = _preflight(context, console)
+    preflight, optimize = _backend(config, console)
+    teacher = preflight(context, console)
     study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
                                 sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
                                 load_if_exists=True)
@@ -105,13 +107,28 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         try:
             with SearchProgress(total=config.trials, console=console, quiet=quiet) as progress:
                 progress.update(study)
-                work(study, context, config, console, on_trial=progress.update)
+                optimize(study, context, config, on_trial=progress.update)
         finally:
             for worker in workers:
                 worker.join()
     result = Result(run_dir)
     result.write_tables()
     return result
+
+
+def _create_context(config: SearchConfig, task, space, run_dir: Path) -> TrialContext:
+    if config.backend == "ray":  # trials and all measurements run on the cluster's nodes, not here
+        return TrialContext(config, task, space, run_dir, teacher_logits=None)
+    return TrialContext.create(config, task, space, run_dir)
+
+
+def _backend(config: SearchConfig, console: Console):
+    """The (preflight, optimize) pair that runs trials: in processes here, or on a Ray cluster."""
+    if config.backend == "ray":
+        from slimsearch.search import ray_backend
+
+        return ray_backend.preflight, ray_backend.optimize
+    return _preflight, functools.partial(work, console=console)
 
 
 def _load_existing(storage, name: str):

@@ -245,18 +245,22 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
         if not difference <= TOLERANCES["max_logit_difference"]:
             raise ExportError(f"model.{name} in {out_dir} does not match the fine-tuned model: max logit "
                               f"difference {difference:.2e} > {TOLERANCES['max_logit_difference']:.0e}")
-    reported = checks["reported_test_accuracy"]
-    gap_points = abs(checks["onnx_test_accuracy"] - reported) * 100 if reported is not None else 0.0
-    if gap_points > TOLERANCES["accuracy_points"]:
-        raise ExportError(f"exported model's test accuracy {checks['onnx_test_accuracy']:.2%} differs from trial "
-                          f"{trial}'s reported {reported:.2%} by {gap_points:.1f} points "
-                          f"(> {TOLERANCES['accuracy_points']} allowed)")
+    _check_accuracy(checks, trial)
 
     # Latency: the deployed file itself, against the teacher in the same window, as in the search.
     settings = latency_settings(result.config)
     _check_latency(checks, trial, figures, lambda: _measure_exported(task, settings, files["model.onnx"], student, quantized))
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
     return checks
+
+
+def _check_accuracy(checks: dict, trial: int) -> None:
+    reported = checks["reported_test_accuracy"]
+    gap_points = abs(checks["onnx_test_accuracy"] - reported) * 100 if reported is not None else 0.0
+    if gap_points > TOLERANCES["accuracy_points"]:
+        raise ExportError(f"exported model's test accuracy {checks['onnx_test_accuracy']:.2%} differs from trial "
+                          f"{trial}'s reported {reported:.2%} by {gap_points:.1f} points "
+                          f"(> {TOLERANCES['accuracy_points']} allowed)")
 
 
 def _check_latency(checks: dict, trial: int, figures: dict, measure) -> None:
@@ -326,12 +330,7 @@ def _verify_early_exit(result, out_dir: Path, trial: int, task, student, figures
     if not quantized and checks["exit_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
         raise ExportError(f"the early-exit model in {folder} sends {1 - checks['exit_agreement']:.1%} of test "
                           "samples out at a different exit than the fine-tuned model")
-    reported = checks["reported_test_accuracy"]
-    gap_points = abs(checks["onnx_test_accuracy"] - reported) * 100 if reported is not None else 0.0
-    if gap_points > TOLERANCES["accuracy_points"]:
-        raise ExportError(f"exported model's test accuracy {checks['onnx_test_accuracy']:.2%} differs from trial "
-                          f"{trial}'s reported {reported:.2%} by {gap_points:.1f} points "
-                          f"(> {TOLERANCES['accuracy_points']} allowed)")
+    _check_accuracy(checks, trial)
     settings = latency_settings(result.config)
     _check_latency(checks, trial, figures, lambda: _measure_exported_exits(result, task, settings, folder, student))
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))

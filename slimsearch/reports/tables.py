@@ -32,15 +32,16 @@ def knob_summary(candidate_json: str) -> str:
         parts.append("exit " + ",".join(f"{stage}@{t:g}" for stage, t in exits.items()))
     distill = choices.get("distill")
     if distill:
-        parts.append(f"T {distill['temperature']:.1f} alpha {distill['alpha']:.2f}")
+        parts.append(f"T {distill['temperature']:.1f} α {distill['alpha']:.2f}")
     return "; ".join(parts)
 
 
 def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
     table = Table(title=f"Pareto front: {len(front)} models under the {budget} latency budget")
     for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("knobs", no_wrap=True)
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    # The knobs wrap inside their column, so the figures beside them always show in full.
+    table.add_column("knobs", overflow="fold", ratio=1)
     if teacher:
         table.add_row("teacher", f"{teacher['val_accuracy']:.2%}", f"{teacher['test_accuracy']:.2%}",
                       f"{teacher['latency_ms']:.3f}", f"{teacher['latency_iqr_ms']:.3f}", "1.00x",

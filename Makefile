@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@bash scripts/install-chromium.sh || echo "Chromium could not be installed: the report's browser tests will be skipped"
 	@bash scripts/install-postgres.sh || echo "PostgreSQL could not be installed: the shared-study (postgres) tests will be skipped"
-	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q --durations=15
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -98,14 +98,14 @@ def test_early_exit_model_exports_as_segments_with_a_runner_that_ships(tmp_path)
 
     from slimsearch.tasks import create_task
 
-    # Warm start queues the teacher's neighbourhood, then one exit on: trial 1 has a live exit.
+    # Warm start queues one exit on first (then the teacher's neighbourhood): trial 0 has a live exit.
     run = slimsearch.search(task="digits", latency_budget="1.5x", trials=4, name="exits", runs_dir=str(tmp_path / "runs"),
                             finetune={"epochs": 1.0}, latency={"warmup": 3, "repeats": 30, "rounds": 3, "exit_samples": 60},
                             space={"families": ["exits", "distill"]})
-    exits_choice = run.study.trials[1].user_attrs["candidate"]["choices"]["exits"]
+    exits_choice = run.study.trials[0].user_attrs["candidate"]["choices"]["exits"]
     assert [value for key, value in exits_choice.items() if key != "criterion"].count("off") == 1
-    assert set(run.study.trials[1].user_attrs["exit_shares"]) == {"stage1", "final"}
-    exported = run.export(trial=1, out=tmp_path / "model")
+    assert set(run.study.trials[0].user_attrs["exit_shares"]) == {"stage1", "final"}
+    exported = run.export(trial=0, out=tmp_path / "model")
     names = {p.name for p in (tmp_path / "model").iterdir()}
     assert {"exits", "weights.pt", "candidate.json", "MODEL_CARD.md", "verification.json"} <= names
     assert not {"model.onnx", "model.pt2"} & names

@@ -85,8 +85,9 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
         study.set_user_attr("teacher", teacher)
         study.set_user_attr("environment", environment_info(config))
-        if config.warm_start:
-            # At most half the trials: the rest are the sampler's, however small the search.
+        if config.warm_start and not study.get_trials(deepcopy=False):
+            # At most half the trials: the rest are the sampler's, however small the search. A study
+            # created by hand with candidates already queued starts from those instead.
             for candidate in starting_candidates(space)[:max(1, config.trials // 2)]:
                 study.enqueue_trial(candidate_params(candidate, space), user_attrs={"warm_start": True})
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
@@ -204,7 +205,7 @@ def has_work(study, config: SearchConfig) -> bool:
 
 
 def _reporter(console: Console):
-    return lambda message: console.print(message, highlight=False, soft_wrap=True)
+    return lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def work(study, context: TrialContext, config: SearchConfig, console: Console, *, on_trial=None) -> None:

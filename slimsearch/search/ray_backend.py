@@ -31,6 +31,7 @@ from rich.console import Console
 from slimsearch.config import SearchConfig
 from slimsearch.errors import ConfigError, SlimsearchError
 from slimsearch.search import ray_worker
+from slimsearch.search import storage as st
 from slimsearch.search.storage import DIRECTIONS, OBJECTIVES
 
 # Share of a node's target resource one trial takes. The resource marks the kind of node; how
@@ -140,7 +141,10 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None) -> None:
     searcher = _StudySearch(
         space=functools.partial(_define_space, space=context.space),
         metric=list(OBJECTIVES), mode=["max" if d == "maximize" else "min" for d in DIRECTIONS],
-        sampler=study.sampler, study_name=study.study_name, storage=study._storage,
+        # A storage of its own, without the heartbeat callback (which holds the console): Tune
+        # pickles the searcher, and Ray itself reports trials whose worker died.
+        sampler=study.sampler, study_name=study.study_name,
+        storage=st.open_storage(config.storage or st.default_storage_url(run_dir)),
         target_trials=config.trials, max_failures=MAX_CONSECUTIVE_FAILURES, on_trial=on_trial,
         tune_logs=str(run_dir / "ray"),
     )

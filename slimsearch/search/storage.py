@@ -75,7 +75,7 @@ def is_default_storage(url: str, run_dir: Path) -> bool:
 def prepare_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: workers start side by side
         probe.write_text("")
         probe.unlink()
     except OSError as error:

@@ -55,7 +55,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     done = sum(1 for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE")
     console.print(f"Worker {socket.gethostname()}:{os.getpid()} joined study '{study_name}' "
                   f"({st.redacted(storage_url)}): {done} of {config.trials} trials done.", highlight=False,
-                  soft_wrap=True)
+                  markup=False, soft_wrap=True)
     if has_work(study, config) or _running(study):
         context = TrialContext.create(config, task, space, run_dir)
         try:

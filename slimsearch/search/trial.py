@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import tempfile
 import time
@@ -22,6 +23,7 @@ from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.evaluators.deploy import export_onnx
 from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
+from slimsearch.evaluators.latency_cache import LatencyCache, architecture_key
 from slimsearch.evaluators.latency_worker import IsolatedMeasurer
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
@@ -62,6 +64,11 @@ class TrialContext:
     teacher_logits: torch.Tensor
     measurer: IsolatedMeasurer | None = None
     teacher_runner: Callable[[], None] | None = None
+    cache_hits: int = 0  # measurements answered by the latency cache, for the trial's record
+
+    @functools.cached_property
+    def latency_cache(self) -> LatencyCache:
+        return LatencyCache(self.run_dir)
 
     @classmethod
     def create(cls, config: SearchConfig, task: Task, space: Space, run_dir: Path) -> TrialContext:
@@ -128,7 +135,14 @@ class TrialContext:
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
                                         calibration_inputs=self.task.train.tensors[0])
-            return self.measurer.measure_pair(onnx_path)
+            key = architecture_key(onnx_path, latency_settings(self.config))
+            cached = self.latency_cache.get(key)
+            if cached is not None:
+                self.cache_hits += 1
+                return cached
+            measured = self.measurer.measure_pair(onnx_path)
+            self.latency_cache.put(key, measured)
+            return measured
         # On eager torch the deployed form is the plain model with its weights quantized (the
         # fake-quant arithmetic is training scaffolding, not what would run).
         settings = latency_settings(self.config)
@@ -176,6 +190,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
     stage = _Stages()
     candidate = suggest_candidate(trial, context.space)
     trial.set_user_attr("candidate", candidate.to_dict())
+    hits_before = context.cache_hits
 
     with stage("build"):
         student = build_student(candidate, task.teacher, task.example_input, config.space)
@@ -200,6 +215,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
                 f"latency-first: {first.student.value_ms:.3f} ms{bound} is {violation:.0%} over the "
                 f"{config.latency_budget} budget; not fine-tuned"))
             trial.set_user_attr("accuracy_before_finetune", untuned)
+            trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
             return _finite(untuned, "accuracy"), first.student.value_ms, float(size_bytes)
 
         with stage("finetune"):
@@ -213,8 +229,8 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
             trial.set_user_attr("test_accuracy", accuracy(student, task.test))
         with stage("latency"):
-            # Fine-tuning changes weights, not shapes; measuring again on the final model
-            # (re-exported, BatchNorm statistics updated) is what gets reported.
+            # The final model is exported again (BatchNorm statistics and weights updated); when
+            # it deploys to the graph already timed, the latency cache answers without timing.
             final, exit_shares = context.measure(student, workdir)
         violation = config.latency_budget.violation(final.student.value_ms, final.teacher.value_ms)
         trial.set_user_attr("onnx_bytes", _deployed_bytes(workdir))
@@ -222,6 +238,9 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             trial.set_user_attr("exit_shares", exit_shares)
         _save_weights(trial, student, workdir, context.run_dir)
         _record(trial, final, violation, stage, stopped=None)
+        # Measurements this trial reused from the latency cache (its fine-tuned form usually
+        # deploys to the graph its untrained form was timed as).
+        trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
         return val_accuracy, final.student.value_ms, float(size_bytes)
 
 

@@ -43,18 +43,24 @@ class LatencyCache:
     def __init__(self, folder: str | Path):
         self.path = Path(folder) / FILE_NAME
         self._entries: dict[str, PairedMeasurement] = {}
+        self._offset = 0  # bytes of the file already read: a miss reads only what was appended since
         self._read()
 
     def _read(self) -> None:
         if not self.path.exists():
             return
-        for line in self.path.read_text().splitlines():
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            appended = handle.read()
+        complete = appended[:appended.rfind(b"\n") + 1]  # a line still being written waits for next time
+        self._offset += len(complete)
+        for line in complete.decode("utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
                 self._entries[entry["key"]] = PairedMeasurement(student=Measurement(**entry["student"]),
                                                                 teacher=Measurement(**entry["teacher"]))
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a killed process: that measurement is simply redone
+                continue  # a line cut short by a killed process, then appended to: measured again
 
     def get(self, key: str) -> PairedMeasurement | None:
         if key not in self._entries:

@@ -65,3 +65,10 @@ def stage_names(calls: list[LayerTrace]) -> dict[str, str]:
             resolutions.append(spatial)
         stages[call.name] = f"stage{resolutions.index(spatial) + 1}"
     return stages
+
+
+def layer_stages(model: nn.Module, example_input: torch.Tensor) -> dict[str, str]:
+    """Each weighted layer, in the order the forward pass first calls it, mapped to its stage."""
+    calls = trace_layers(model, example_input)
+    stages = stage_names(calls)
+    return {call.name: stages.get(call.name, "head") for call in calls}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from slimsearch.errors import ConfigError
-from slimsearch.spaces.introspect import stage_names, trace_layers
+from slimsearch.spaces.introspect import layer_stages
 from slimsearch.spaces.knobs import Choice, Knob, KnobFamily, Untouched, register_family
 
 FLOAT_MODE = "float"  # 32 and 16 bits: a floating-point format, no grid and no codebook
@@ -78,9 +78,8 @@ class QuantFamily(KnobFamily):
     name = "quant"
 
     def discover(self, model, example_input, settings):
-        calls = trace_layers(model, example_input)
-        stages = stage_names(calls)
-        layer_names = list(dict.fromkeys(call.name for call in calls))
+        stages = layer_stages(model, example_input)
+        layer_names = list(stages)
         module_names = [name for name, _ in model.named_modules() if name]
         pinned = pinned_layers(module_names, layer_names, settings.pin_float)
         options = quant_options(settings)
@@ -97,5 +96,5 @@ class QuantFamily(KnobFamily):
                 untouched.append(Untouched(self.name, name, f"pinned to float by space.pin_float ({pinned[name]!r})"))
                 continue
             knobs.append(Knob(self.name, name, Choice(options), default=options[0], extreme=extreme,
-                              stage=stages.get(name, "head")))
+                              stage=stages[name]))
         return knobs, untouched

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slimsearch.spaces.introspect import stage_names, trace_layers
+from slimsearch.spaces.introspect import layer_stages
 from slimsearch.spaces.knobs import Choice, Knob, KnobFamily, Untouched, register_family
 from slimsearch.techniques.separable import is_eligible
 
@@ -12,14 +12,11 @@ class SeparableFamily(KnobFamily):
     name = "separable"
 
     def discover(self, model, example_input, settings):
-        calls = trace_layers(model, example_input)
-        stages = stage_names(calls)
         knobs, untouched = [], []
-        for name in dict.fromkeys(call.name for call in calls):
+        for name, stage in layer_stages(model, example_input).items():
             layer = model.get_submodule(name)
             if is_eligible(layer):
-                knobs.append(Knob(self.name, name, Choice((False, True)), default=False, extreme=True,
-                                  stage=stages.get(name, "head")))
+                knobs.append(Knob(self.name, name, Choice((False, True)), default=False, extreme=True, stage=stage))
             elif hasattr(layer, "kernel_size"):
                 reason = ("already depthwise or grouped" if layer.groups != 1 else
                           "a 1 x 1 kernel" if all(k == 1 for k in layer.kernel_size) else

@@ -13,6 +13,7 @@ Thresholds are applied after training, so trying other thresholds needs no retra
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +150,7 @@ def split(graph_module: fx.GraphModule, cut_nodes: list[str], heads: list[nn.Mod
                 continue
             env[node] = graph.node_copy(node, lambda n: env[n])
         modules = {node.target: graph_module.get_submodule(node.target) for node in body if node.op == "call_module"}
-        attributes = {node.target: _get_attr(graph_module, node.target) for node in body if node.op == "get_attr"}
+        attributes = {node.target: operator.attrgetter(node.target)(graph_module) for node in body if node.op == "get_attr"}
         if not last:
             cut = env[nodes[end]]
             logits = graph.call_module(HEAD_NAME, (cut,))
@@ -158,9 +159,3 @@ def split(graph_module: fx.GraphModule, cut_nodes: list[str], heads: list[nn.Mod
         segments.append(fx.GraphModule({**modules, **attributes}, graph, class_name=f"Segment{index}"))
         start = end + 1
     return segments
-
-
-def _get_attr(module: nn.Module, target: str):
-    for part in target.split("."):
-        module = getattr(module, part)
-    return module

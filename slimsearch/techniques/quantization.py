@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimsearch.spaces.introspect import WEIGHTED_LAYERS
 from slimsearch.spaces.quant import INTEGER_BITS, decode_choice
 
 ACTIVATION_BITS = 8

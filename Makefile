@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# How good is the search (README): default search vs random search vs the hand baseline, 3 tasks x 3 seeds.
 bench: $(STAMP)
+	$(BIN)/python bench/search_quality.py
 	$(BIN)/python bench/quant_latency.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/search_quality.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

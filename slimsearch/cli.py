@@ -84,6 +84,8 @@ def run(
     epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
     granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
     trial_timeout: Optional[str] = typer.Option(None, help="Time limit per trial ('90s', '10m', '1h'); a trial past it fails."),
+    time_budget: Optional[str] = typer.Option(None, help="Wall time for the whole search ('30m', '2h'); after it no "
+                                                         "trial starts. Running it again continues."),
     backend: Optional[str] = typer.Option(None, help="optuna (default: trials run on this machine) or ray (a Ray cluster)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address for --backend ray (default: $RAY_ADDRESS, "
                                                      "else Ray on this machine)."),
@@ -94,7 +96,7 @@ def run(
 
     config = _build_config(config_file, {
         "task": task, "latency_budget": latency_budget, "trials": trials, "name": name, "sampler": sampler,
-        "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir,
+        "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir, "time_budget": time_budget,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
         "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
         "faults": {"trial_timeout": trial_timeout},

@@ -143,16 +143,28 @@ class LatencyConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """The distillation fine-tune every candidate gets (the same budget for all of them)."""
+    """The distillation fine-tune every candidate gets (the same budget for all of them).
+
+    `screen_epochs` is multi-fidelity (search/fidelity.py): every candidate is first fine-tuned
+    this far into its `epochs`-long schedule, and only one that could still reach the front
+    trains on to the end. 0, or a value not below `epochs`, gives every candidate the full fine-tune.
+    """
 
     epochs: float = 3.0
     lr: float = 2e-3
     batch_size: int = 64
+    screen_epochs: float = 1.0
 
     def __post_init__(self) -> None:
         _check_positive("finetune.", "epochs", self.epochs, integer=False)
         _check_positive("finetune.", "lr", self.lr, integer=False)
         _check_positive("finetune.", "batch_size", self.batch_size)
+        _check_positive("finetune.", "screen_epochs", self.screen_epochs, integer=False, allow_zero=True)
+
+    @property
+    def screens(self) -> bool:
+        """Whether candidates get a short fine-tune first (see `screen_epochs`)."""
+        return 0 < self.screen_epochs < self.epochs
 
 
 @dataclass(frozen=True)
@@ -238,7 +250,7 @@ class SpaceConfig:
             _check_choice("space.", "exit_criteria", criterion, EXIT_CRITERIA)
 
 
-def parse_duration(key: str, value: Any) -> float:
+def parse_duration(key: str, value: Any, *, section: str = "faults.") -> float:
     """Seconds from a number (seconds) or a string such as '90s', '10m', '1.5h'."""
     seconds = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -246,7 +258,7 @@ def parse_duration(key: str, value: Any) -> float:
     elif isinstance(value, str) and (match := _DURATION_PATTERN.match(value)):
         seconds = float(match["value"]) * _UNIT_TO_S[(match["unit"] or "s").lower()]
     if seconds is None or not (0 < seconds < float("inf")):
-        raise ConfigError(f"faults.{key} must be a positive duration such as 600, '90s', '10m' or '2h', "
+        raise ConfigError(f"{section}{key} must be a positive duration such as 600, '90s', '10m' or '2h', "
                           f"but got {key}={value!r}")
     return seconds
 
@@ -327,6 +339,9 @@ class SearchConfig:
     jobs: int = 1
     # Queue a few obvious candidates (teacher, int8, uniform pruning, one exit) before the sampler's.
     warm_start: bool = True
+    # Wall time after which no new trial starts (None: no limit); the search then ends with
+    # fewer than `trials` and running it again continues.
+    time_budget: float | None = None
     backend: str = "optuna"
     target: TargetConfig = field(default_factory=TargetConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
@@ -344,6 +359,8 @@ class SearchConfig:
         _check_choice("", "sampler", self.sampler, SAMPLERS)
         if not isinstance(self.warm_start, bool):
             raise ConfigError(f"warm_start must be true or false, but got warm_start={self.warm_start!r}")
+        if self.time_budget is not None:
+            object.__setattr__(self, "time_budget", parse_duration("time_budget", self.time_budget, section=""))
         _check_choice("", "backend", self.backend, BACKENDS)
         if self.backend == "ray" and self.jobs != 1:
             raise ConfigError(f"jobs runs parallel trials on this machine with backend='optuna'; with backend='ray' "

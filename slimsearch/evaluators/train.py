@@ -39,11 +39,14 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batch_size: int = 64,
         teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.0,
         weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
-        on_step: Callable[[], None] | None = None) -> nn.Module:
+        on_step: Callable[[], None] | None = None, checkpoint: float | None = None,
+        on_checkpoint: Callable[[nn.Module], bool] | None = None) -> nn.Module:
     """Train `model` in place with AdamW and a cosine learning-rate decay; returns it in eval mode.
 
     `epochs` may be fractional (a short fine-tune on part of an epoch). `on_step` is called after
-    every optimiser step so a caller can enforce a time limit or stop early by raising.
+    every optimiser step so a caller can enforce a time limit or stop early by raising. After
+    `checkpoint` epochs (part-way through the one `epochs`-long schedule), `on_checkpoint(model)`
+    sees the model in eval mode; training goes on only if it returns True.
     """
     inputs, labels = data.tensors
     if teacher_logits is not None and len(teacher_logits) != len(inputs):
@@ -54,6 +57,7 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    checkpoint_step = None if checkpoint is None or on_checkpoint is None else round(checkpoint * steps_per_epoch)
     step = 0
     while step < total_steps:
         order = torch.randperm(len(inputs), generator=generator)
@@ -71,6 +75,10 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
             step += 1
             if on_step is not None:
                 on_step()
+            if step == checkpoint_step and step < total_steps:
+                if not on_checkpoint(model.eval()):
+                    return model
+                model.train()
             if step >= total_steps:
                 break
     return model.eval()

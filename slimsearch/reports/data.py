@@ -55,9 +55,12 @@ def trials_frame(study) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
-def front_frame(study) -> pd.DataFrame:
-    """The Pareto front of feasible, fine-tuned trials, fastest first, with the teacher's figures beside."""
-    trials = trials_frame(study)
+def front_frame(study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The Pareto front of feasible, fine-tuned trials, fastest first, with the teacher's figures beside.
+
+    `trials` is the study's `trials_frame` when the caller has it already.
+    """
+    trials = trials_frame(study) if trials is None else trials
     feasible = trials[trials["feasible"] & trials["stopped_early"].isna()].reset_index(drop=True)
     points = feasible[["accuracy", "latency_ms", "size_bytes"]].to_numpy(dtype=float).tolist()
     front = feasible.iloc[pareto_indices(points, DIRECTIONS)].copy()

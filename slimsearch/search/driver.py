@@ -27,10 +27,11 @@ from slimsearch.search import storage as st
 from slimsearch.search.environment import environment_info
 from slimsearch.search.faults import guard_objective
 from slimsearch.search.samplers import create_sampler
+from slimsearch.search.sensitivity import layer_sensitivity
 from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
 from slimsearch.spaces.optuna_adapter import candidate_params
-from slimsearch.spaces.warm_start import starting_candidates
+from slimsearch.spaces.warm_start import starting_candidates, uses_sensitivity
 from slimsearch.techniques import build_student
 
 MAX_CONSECUTIVE_FAILURES = 5
@@ -44,6 +45,8 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     from slimsearch.tasks import create_task
 
     console = console or Console(stderr=True)
+    # The time budget counts from here: loading the task and checking the budget are part of it.
+    deadline = time.time() + config.time_budget if config.time_budget is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_dir = config.run_dir
     st.prepare_run_dir(run_dir)
@@ -60,12 +63,13 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
 
         context = _create_context(config, task, space, run_dir)
         try:
-            return _search(config, context, storage, existing, expected, console, quiet)
+            return _search(config, context, storage, existing, expected, console, quiet, deadline)
         finally:
             context.close()
 
 
-def _search(config: SearchConfig, context: TrialContext, storage, existing, expected, console: Console, quiet: bool):
+def _search(config: SearchConfig, context: TrialContext, storage, existing, expected, console: Console, quiet: bool,
+            deadline: float | None = None):
     """Check the budget, open the study, run the trials still missing, write the results."""
     import optuna
 
@@ -79,23 +83,21 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
     study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
                                 sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
                                 load_if_exists=True)
-    if st.FINGERPRINT_ATTR not in study.user_attrs:  # new, or created by hand (e.g. to enqueue candidates first)
+    fresh = st.FINGERPRINT_ATTR not in study.user_attrs
+    if fresh:  # new, or created by hand (e.g. to enqueue candidates first)
         st.check_directions(study, run_dir)
         study.set_user_attr(st.FINGERPRINT_ATTR, expected)
         study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
         study.set_user_attr("teacher", teacher)
         study.set_user_attr("environment", environment_info(config))
         if config.warm_start and not study.get_trials(deepcopy=False):
-            # At most half the trials: the rest are the sampler's, however small the search. A study
-            # created by hand with candidates already queued starts from those instead.
-            for candidate in starting_candidates(space)[:max(1, config.trials // 2)]:
-                study.enqueue_trial(candidate_params(candidate, space), user_attrs={"warm_start": True})
+            _enqueue_warm_start(study, context, console)
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
     if st.is_default_storage(storage_url, run_dir):
         # Only lock holders use the run folder's SQLite study: whatever is RUNNING there is lost.
         recovery.recover_orphans(study, _reporter(console))
     done = _count(study, "COMPLETE")
-    if existing is not None:
+    if existing is not None and not fresh:
         console.print(f"Resuming study '{config.run_name}' in {run_dir}: {done} of {config.trials} trials "
                       f"already done.", highlight=False, markup=False, soft_wrap=True)
     else:
@@ -104,17 +106,44 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
                       f"knobs, {config.trials} trials.", highlight=False, markup=False, soft_wrap=True)
 
     if has_work(study, config) or _count(study, "RUNNING"):
-        workers = _start_workers(config, run_dir)
+        workers = _start_workers(config, run_dir, deadline)
         try:
             with SearchProgress(total=config.trials, console=console, quiet=quiet) as progress:
                 progress.update(study)
-                optimize(study, context, config, on_trial=progress.update)
+                optimize(study, context, config, on_trial=progress.update, deadline=deadline)
         finally:
             for worker in workers:
                 worker.join()
+        if deadline is not None and time.time() >= deadline and has_work(study, config):
+            console.print(f"Time budget of {config.time_budget:g} s used up: {_count(study, 'COMPLETE')} of "
+                          f"{config.trials} trials done; run the same command again to continue.",
+                          highlight=False, markup=False, soft_wrap=True)
     result = Result(run_dir)
     result.write_tables()
     return result
+
+
+def _enqueue_warm_start(study, context: TrialContext, console: Console) -> None:
+    """Queue the warm start, shaped by the layer sensitivity pass, before the sampler's trials.
+
+    At most half the trials: the rest are the sampler's, however small the search. A study
+    created by hand with candidates already queued starts from those instead.
+    """
+    config, space = context.config, context.space
+    count = max(1, config.trials // 2)
+    priors = None
+    if uses_sensitivity(space, count):
+        priors = layer_sensitivity(space, context.task, config.space, config.run_dir)
+        console.print(f"Layer sensitivity pass: {len(priors['prune'])} pruning and {len(priors['quant'])} "
+                      f"quantization probes in {priors['seconds']:.1f} s.", highlight=False, markup=False,
+                      soft_wrap=True)
+    queued = []
+    for candidate in starting_candidates(space, priors):
+        params = candidate_params(candidate, space)
+        if params not in queued:  # tied knobs (granularity stage / global) can make two points one
+            queued.append(params)
+    for params in queued[:count]:
+        study.enqueue_trial(params, user_attrs={"warm_start": True})
 
 
 def _create_context(config: SearchConfig, task, space, run_dir: Path) -> TrialContext:
@@ -208,8 +237,10 @@ def _reporter(console: Console):
     return lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
-def work(study, context: TrialContext, config: SearchConfig, console: Console, *, on_trial=None) -> None:
-    """Run trials until the study holds `config.trials` completed ones and none is running or queued.
+def work(study, context: TrialContext, config: SearchConfig, console: Console, *, on_trial=None,
+         deadline: float | None = None) -> None:
+    """Run trials until the study holds `config.trials` completed ones and none is running or queued,
+    or until `deadline` (a `time.time()` value) has passed: then running trials finish, none starts.
 
     Several processes may work one study (`--jobs`, `slimsearch worker`). One that finds nothing
     left to start waits for the others' running trials: each either finishes, or stops sending
@@ -228,12 +259,15 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
 
     objective = guard_objective(run, trial_timeout=config.faults.trial_timeout)
 
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() >= deadline
+
     def after_trial(study_, trial) -> None:
         failures[0] = failures[0] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(study_, trial)
         recovery.recover_stale(study_)
-        if not has_work(study_, config):
+        if not has_work(study_, config) or out_of_time():
             study_.stop()
         elif failures[0] >= MAX_CONSECUTIVE_FAILURES:
             study_.stop()
@@ -243,7 +277,7 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
             )
 
     waiting_for: set[int] = set()
-    while True:
+    while not out_of_time():
         recovery.recover_stale(study)
         if has_work(study, config):
             try:
@@ -263,13 +297,13 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
         time.sleep(config.faults.heartbeat_interval)
 
 
-def _start_workers(config: SearchConfig, run_dir: Path) -> list:
+def _start_workers(config: SearchConfig, run_dir: Path, deadline: float | None) -> list:
     """For `jobs` > 1: extra processes on the same study, cores split between them."""
     if config.jobs <= 1:
         return []
     _split_threads(config.jobs)
     spawn = multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker_main, args=(config.to_dict(), str(run_dir)), daemon=True)
+    workers = [spawn.Process(target=_worker_main, args=(config.to_dict(), str(run_dir), deadline), daemon=True)
                for _ in range(config.jobs - 1)]
     for worker in workers:
         worker.start()
@@ -282,7 +316,7 @@ def _split_threads(jobs: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
 
 
-def _worker_main(config_data: dict, run_dir: str) -> None:
+def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None) -> None:
     import optuna
 
     from slimsearch.tasks import create_task
@@ -300,6 +334,6 @@ def _worker_main(config_data: dict, run_dir: str) -> None:
                                   storage=open_worker_storage(info["storage"], config.faults, console),
                                   sampler=create_sampler(config.sampler, seed=config.seed + os.getpid(),
                                                          trials=config.trials))
-        work(study, context, config, console)
+        work(study, context, config, console, deadline=deadline)
     finally:
         context.close()

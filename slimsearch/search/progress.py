@@ -9,6 +9,8 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from slimsearch.search.fidelity import SCREEN_ATTR
+
 
 class SearchProgress:
     def __init__(self, *, total: int, console: Console | None = None, quiet: bool = False):
@@ -35,11 +37,13 @@ class SearchProgress:
     def update(self, study, finished_trial=None) -> None:
         from slimsearch.reports.data import front_frame, trials_frame
 
+        if self.quiet:  # nothing to show: the engine's bookkeeping between trials stays small
+            return
         trials = trials_frame(study)
         done = int((trials["state"] == "complete").sum())
         feasible = trials[trials["feasible"] & trials["stopped_early"].isna()]
         best = f"{feasible['accuracy'].max():.2%}" if len(feasible) else "-"
-        front_size = len(front_frame(study))
+        front_size = len(front_frame(study, trials))
         self._progress.update(self._task, completed=min(done, self.total), feasible=len(feasible), best=best,
                               front=front_size)
         if not self.live and not self.quiet and finished_trial is not None:
@@ -53,8 +57,11 @@ def _trial_line(trial, done: int, total: int, feasible: int, best: str, front: i
         outcome = f"{trial.state.name.lower()}: {attrs.get('fail_reason', 'no reason recorded')}"
     else:
         accuracy, latency_ms, _ = trial.values
-        status = "stopped (over budget)" if attrs.get("stopped_early") else (
-            "feasible" if attrs.get("feasible") else "over budget")
+        screen = attrs.get(SCREEN_ATTR) or {}
+        if attrs.get("stopped_early"):
+            status = "screened out after a short fine-tune" if screen.get("promoted") is False else "stopped (over budget)"
+        else:
+            status = "feasible" if attrs.get("feasible") else "over budget"
         outcome = f"acc {accuracy:.2%}, {latency_ms:.3f} ms ({attrs.get('speedup', float('nan')):.2f}x), {status}"
     return (f"trial {trial.number:>3}: {outcome} | {done}/{total} done, {feasible} feasible, "
             f"best {best}, front {front}")

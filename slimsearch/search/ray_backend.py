@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,8 +131,9 @@ def preflight(context, console: Console) -> dict:
         raise (error.cause if isinstance(error.cause, Exception) else error) from None
 
 
-def optimize(study, context, config: SearchConfig, *, on_trial=None) -> None:
-    """Run Ray Tune trials until the study holds `config.trials` completed ones."""
+def optimize(study, context, config: SearchConfig, *, on_trial=None, deadline: float | None = None) -> None:
+    """Run Ray Tune trials until the study holds `config.trials` completed ones (or `deadline`,
+    a `time.time()` value, passes: Tune then stops its trials)."""
     from ray import tune
 
     from slimsearch.search.driver import MAX_CONSECUTIVE_FAILURES
@@ -155,6 +157,7 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None) -> None:
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrent_trials(config),
+            time_budget_s=None if deadline is None else max(1.0, deadline - time.time()),
             reuse_actors=True,  # a worker keeps its task, teacher logits and measurer between trials
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         # Tune's own logs stay with the run; our state is in the study, so Tune's checkpoints are unused.
@@ -166,7 +169,7 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None) -> None:
         raise SlimsearchError(
             f"search stopped after {searcher.consecutive_failures} failed trials in a row; last reason: "
             f"{searcher.last_fail_reason} (completed trials are kept in the study)")
-    if searcher.done < config.trials:
+    if searcher.done < config.trials and (deadline is None or time.time() < deadline):
         # Tune ends a run early only on a stop signal (Ctrl-C), which it catches itself: say
         # so the way the Optuna backend does.
         raise KeyboardInterrupt

@@ -115,8 +115,8 @@ def _node() -> dict[str, str]:
 def _numbered(study, trial, number: int):
     """The private trial, answering `trial.number` with the study trial's number.
 
-    run_trial seeds fine-tuning with `seed + trial.number` and names files after it; with the
-    real number a trial trains exactly as it would have on the Optuna backend.
+    run_trial names files after the trial's number; with the real number a trial's records read
+    exactly as they would have on the Optuna backend.
     """
     import optuna
 

@@ -15,8 +15,10 @@ def create_sampler(name: str, *, seed: int, trials: int):
 
     if name == "nsga2":
         # Optuna's default population of 50 would make a 30-trial search pure random sampling;
-        # scale it with the budget so a few generations actually evolve.
-        population = max(6, min(50, trials // 4))
+        # scale it with the budget so a few generations actually evolve, and cap it so a search
+        # bounded by time rather than trials (trials set high) still evolves within its first
+        # few dozen trials.
+        population = max(6, min(16, trials // 4))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)

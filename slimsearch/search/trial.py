@@ -28,6 +28,7 @@ from slimsearch.evaluators.latency_worker import IsolatedMeasurer
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import fit, teacher_logits
+from slimsearch.search.fidelity import SCREEN_ATTR, screen_checkpoint, screened_out_reason
 from slimsearch.search.samplers import CONSTRAINT_NAME
 from slimsearch.search.storage import artifact_store
 from slimsearch.spaces import Candidate, Space
@@ -161,18 +162,34 @@ class TrialContext:
 
 
 class _Stages:
-    """Wall time per stage of a trial (build, latency, finetune, evaluate)."""
+    """Wall time per stage of a trial (build, latency, finetune, evaluate).
+
+    Stages may nest (the multi-fidelity screen evaluates part-way through the fine-tune): the
+    outer stage pauses while the inner one runs, so no second is counted twice.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self._open: list[list] = []  # [name, when its current stretch began], innermost last
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        if self._open:
+            self._charge_innermost()
+        self._open.append([name, time.perf_counter()])
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self._charge_innermost()
+            self._open.pop()
+            if self._open:
+                self._open[-1][1] = time.perf_counter()
+
+    def _charge_innermost(self) -> None:
+        now = time.perf_counter()
+        name, began = self._open[-1]
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - began
+        self._open[-1][1] = now
 
 
 def run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
@@ -220,11 +237,20 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
         with stage("finetune"):
             distill = candidate.family("distill")
+            screen = _screen(trial, context, student, first, size_bytes, stage) if config.finetune.screens else None
             fit(student, task.train, epochs=config.finetune.epochs, lr=config.finetune.lr,
                 batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
                 temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
-                seed=config.seed + trial.number)
+                seed=finetune_seed(config.seed, candidate),
+                checkpoint=config.finetune.screen_epochs if screen else None, on_checkpoint=screen)
             calibrate(student, task.train.tensors[0])  # final ranges on the fine-tuned weights
+        screened = trial.user_attrs.get(SCREEN_ATTR)
+        if screened is not None and not screened["promoted"]:
+            # Off the low rung's front: its short-fine-tune accuracy is its (honest) objective,
+            # and `stopped_early` keeps it off the front, as latency-first does.
+            _record(trial, first, violation, stage, stopped=screened_out_reason(screened, config.finetune.epochs))
+            trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
+            return screened["accuracy"], first.student.value_ms, float(size_bytes)
         with stage("evaluate"):
             val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
             trial.set_user_attr("test_accuracy", accuracy(student, task.test))
@@ -242,6 +268,32 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         # deploys to the graph its untrained form was timed as).
         trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
         return val_accuracy, final.student.value_ms, float(size_bytes)
+
+
+def finetune_seed(seed: int, candidate: Candidate) -> int:
+    """The fine-tune's seed: from the search seed and the candidate, not the trial number, so a
+    candidate trains the same whenever and in whichever study it comes up (a retried trial, or
+    the hand baseline's points the warm start repeats)."""
+    return (seed + int(candidate.key, 16)) % 2**31
+
+
+def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_bytes: int, stage: _Stages):
+    """The fine-tune's checkpoint callback that decides whether this trial earns its full fine-tune."""
+    task = context.task
+
+    def evaluate() -> float:
+        with stage("evaluate"):
+            # On a copy: calibrating the student itself would change the activation ranges its
+            # remaining epochs train against, and a promoted candidate would not end where an
+            # unscreened one does.
+            probe = copy.deepcopy(student)
+            calibrate(probe, task.train.tensors[0])  # ranges of the weights as they are now
+            return _finite(accuracy(probe, task.val), "validation accuracy")
+
+    return screen_checkpoint(trial, epochs=context.config.finetune.screen_epochs,
+                             latency_ratio=first.student.value_ms / first.teacher.value_ms,
+                             size_bytes=size_bytes, evaluate=evaluate,
+                             always_promote=bool(trial.user_attrs.get("warm_start")))
 
 
 def _deployed_bytes(workdir: Path) -> int | None:

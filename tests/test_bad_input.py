@@ -6,12 +6,13 @@ CLI row runs the real command line (`slimsearch.cli.main` in a subprocess; cheap
 process, see tests/cli/batch.py) and must exit 2 with exactly one `error: ...` line, no
 traceback, holding the row's message; each API row must raise the row's exception type with the
 message. A message's '…' stands for text that varies (a path, the machine's providers).
-Bad input never costs completed work: the rows aimed at an existing run leave its study and
-run.json byte for byte as they were.
+Bad input never costs completed work: the rows aimed at an existing run leave its study's rows
+and run.json byte for byte as they were.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -412,7 +413,14 @@ def _command(case: Case, places: dict) -> list[str]:
 
 
 def _fingerprint(run: Path) -> dict:
-    return {name: hashlib.sha256((run / name).read_bytes()).hexdigest() for name in ("study.db", "run.json")}
+    """run.json's bytes and the study's rows: the study is SQLite in WAL mode, where merely
+    opening it may move committed pages from the log into study.db without changing a row."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(run / "study.db")) as db:
+        rows = "\n".join(db.iterdump())
+    return {"study.db rows": hashlib.sha256(rows.encode()).hexdigest(),
+            "run.json": hashlib.sha256((run / "run.json").read_bytes()).hexdigest()}
 
 
 def _make_run(root: Path) -> Path:

@@ -41,8 +41,9 @@ class _Builder:
         self.defaults = space.default_candidate().to_dict()["choices"]
 
     def candidate(self, **changes: Mapping[str, Any]) -> Candidate:
+        # A family the space lacks stays absent: "int8" in a space without quant knobs is no change.
         return Candidate({**self.defaults, **{family: {**self.defaults.get(family, {}), **values}
-                                              for family, values in changes.items()}})
+                                              for family, values in changes.items() if family in self.defaults}})
 
     def int8(self) -> dict[str, str]:
         return {k.target: INT8 for k in self.knobs.get("quant", []) if INT8 in k.domain.options}
@@ -87,16 +88,23 @@ def starting_candidates(space: Space, sensitivity: Mapping[str, Any] | None = No
                 points.append(build.candidate(prune=spread, quant=mixed))
     if int8:
         points.append(build.candidate(quant=int8))
-    # The teacher's own architecture last: under a budget below the teacher's latency it is
-    # stopped at its first measurement, so a short search should spend its first trials above.
-    points.append(build.candidate())
-    return list(dict.fromkeys(points))
+    return _teacher_last(build, points)
+
+
+def _teacher_last(build: _Builder, points: list[Candidate]) -> list[Candidate]:
+    """`points` without repeats, the teacher's own architecture moved to the end (in a space
+    without pruning or quantization, "prune 0.5 with int8" is the teacher): under a budget
+    below the teacher's latency it is stopped at its first measurement, so a short search
+    should spend its first trials on the others."""
+    teacher = build.candidate()
+    return [point for point in dict.fromkeys(points) if point != teacher] + [teacher]
 
 
 def uses_sensitivity(space: Space, count: int) -> bool:
     """Whether the first `count` warm-start points reach the sensitivity-shaped ones (a search
     that queues fewer need not run the sensitivity pass)."""
-    return count > len(dict.fromkeys(_leading(_Builder(space)) + hand_baseline(space)))
+    build = _Builder(space)
+    return count > len(_teacher_last(build, _leading(build) + hand_baseline(space))) - 1
 
 
 def _leading(build: _Builder) -> list[Candidate]:

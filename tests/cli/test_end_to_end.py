@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+import slimsearch
 from slimsearch.tasks import create_task
 from tests.conftest import slimsearch_cli, write_toml
 
@@ -36,9 +37,9 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
         assert record["candidate"]["version"] == 1
         assert {"prune", "quant", "distill", "separable", "lowrank", "exits"} <= choices.keys()
         assert "criterion" in choices["exits"] and all(isinstance(v, bool) for v in choices["separable"].values())
-    # Pruning + quantization + distillation: the front holds mixed-precision models.
-    widths = [{int(value.split("-")[0]) for value in r["candidate"]["choices"]["quant"].values()} for r in records]
-    assert any(len(bits) >= 2 for bits in widths), widths
+    # Beyond the warm start (uniform int8), the sampler's trials explore mixed precision.
+    sampled = [json.loads(c)["choices"]["quant"] for c in slimsearch.load(run_dir).trials["candidate"].dropna()]
+    assert any(len({value.split("-")[0] for value in quant.values()}) >= 2 for quant in sampled)
 
     # Running the same command again resumes the study instead of starting over.
     again = slimsearch_cli("run", str(config), "--trials", "5")
@@ -49,7 +50,10 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
 
     # The most accurate front model: the best trained of a 1-epoch search, so a fair test of
     # export's 0.5-point accuracy check (near-chance models flip more predictions under int8).
-    best = max(records, key=lambda r: r["accuracy"])
+    # (Early-exit models export as segments instead: tests/test_export.py covers those.)
+    single_graph = [r for r in records
+                    if all(v == "off" for k, v in r["candidate"]["choices"]["exits"].items() if k != "criterion")]
+    best = max(single_graph, key=lambda r: r["accuracy"])
     chosen = best["trial"]
     out = tmp_path / "exported"
     export = slimsearch_cli("export", str(run_dir), "--trial", str(chosen), "-o", str(out))

@@ -1,11 +1,13 @@
 """Where a search starts: the candidates a person would try first, queued before the sampler's.
 
+In queue order (`starting_candidates`):
+- pruning 0.5 with int8, one early exit at a cautious threshold, and every exit with that pruning;
 - the hand baseline's points: uniform structured pruning at 0.1 ... 0.8, each also with int8
-  (what a user would do with Torch-Pruning by hand), and int8 alone;
-- the same average ratios spread by layer sensitivity (search/sensitivity.py): layers whose
-  removal costs little accuracy are pruned harder, sensitive ones less, and layers that survive
-  4 bits alone get 4 bits;
-- one early exit at a cautious threshold, and the teacher's own neighbourhood (only distillation).
+  (what a user would do with Torch-Pruning by hand);
+- average ratios spread by layer sensitivity (search/sensitivity.py): layers whose removal costs
+  little accuracy are pruned harder, sensitive ones less, and layers that survive 4 bits alone
+  get 4 bits;
+- int8 alone, and the teacher's own neighbourhood (only distillation).
 
 They are cheap insurance: a random first generation in a joint space of dozens of knobs mostly
 lands on candidates that compress everything at once, and the sampler learns faster from a front

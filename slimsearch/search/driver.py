@@ -114,7 +114,7 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         finally:
             for worker in workers:
                 worker.join()
-        if deadline is not None and time.time() >= deadline and has_work(study, config):
+        if past(deadline) and has_work(study, config):
             console.print(f"Time budget of {config.time_budget:g} s used up: {_count(study, 'COMPLETE')} of "
                           f"{config.trials} trials done; run the same command again to continue.",
                           highlight=False, markup=False, soft_wrap=True)
@@ -233,6 +233,11 @@ def has_work(study, config: SearchConfig) -> bool:
     return _count(study, "COMPLETE") < config.trials or _count(study, "WAITING") > 0
 
 
+def past(deadline: float | None) -> bool:
+    """Whether a search's time budget (`deadline`, a `time.time()` value, None for none) is used up."""
+    return deadline is not None and time.time() >= deadline
+
+
 def _reporter(console: Console):
     return lambda message: console.print(message, highlight=False, markup=False, soft_wrap=True)
 
@@ -259,15 +264,12 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
 
     objective = guard_objective(run, trial_timeout=config.faults.trial_timeout)
 
-    def out_of_time() -> bool:
-        return deadline is not None and time.time() >= deadline
-
     def after_trial(study_, trial) -> None:
         failures[0] = failures[0] + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
         if on_trial is not None:
             on_trial(study_, trial)
         recovery.recover_stale(study_)
-        if not has_work(study_, config) or out_of_time():
+        if not has_work(study_, config) or past(deadline):
             study_.stop()
         elif failures[0] >= MAX_CONSECUTIVE_FAILURES:
             study_.stop()
@@ -277,7 +279,7 @@ def work(study, context: TrialContext, config: SearchConfig, console: Console, *
             )
 
     waiting_for: set[int] = set()
-    while not out_of_time():
+    while not past(deadline):
         recovery.recover_stale(study)
         if has_work(study, config):
             try:

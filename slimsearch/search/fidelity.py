@@ -19,8 +19,11 @@ against 97.8% for a more pruned candidate, then ended at 99.7% against its 98.9%
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Callable
+
+from slimsearch.search.pareto import dominates
+from slimsearch.search.storage import DIRECTIONS  # accuracy up; latency and bytes down, as a rung point's fields
 
 SCREEN_ATTR = "screen"  # {"epochs", "accuracy", "latency", "size_bytes", "promoted"} of the low rung
 
@@ -34,9 +37,7 @@ class RungPoint:
     size_bytes: float
 
     def dominates(self, other: RungPoint) -> bool:
-        at_least = (self.accuracy >= other.accuracy and self.latency <= other.latency
-                    and self.size_bytes <= other.size_bytes)
-        return at_least and self != other
+        return dominates(astuple(self), astuple(other), DIRECTIONS)
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "latency": self.latency, "size_bytes": self.size_bytes}
@@ -57,17 +58,26 @@ def promote(point: RungPoint, others: list[RungPoint]) -> bool:
     return not any(other.dominates(point) for other in others)
 
 
-def screen_checkpoint(trial, *, epochs: float, latency_ratio: float, size_bytes: float,
-                      evaluate: Callable[[], float], always_promote: bool = False) -> Callable[[Any], bool]:
-    """The `fit(on_checkpoint=...)` callback for `trial`: evaluates, records the rung, says whether to go on."""
+class Screen:
+    """The `fit(on_checkpoint=...)` callback for one trial: evaluates, records the rung on the
+    trial, says whether to go on; `outcome` is what it recorded (None until the checkpoint)."""
 
-    def decide(_model) -> bool:
-        point = RungPoint(evaluate(), latency_ratio, float(size_bytes))
-        promoted = always_promote or promote(point, rung_points(trial.study, exclude=trial.number))
-        trial.set_user_attr(SCREEN_ATTR, {"epochs": epochs, **point.to_dict(), "promoted": promoted})
+    def __init__(self, trial, *, epochs: float, latency_ratio: float, size_bytes: float,
+                 evaluate: Callable[[], float], always_promote: bool = False):
+        self.trial, self.epochs, self.evaluate, self.always_promote = trial, epochs, evaluate, always_promote
+        self.latency_ratio, self.size_bytes = latency_ratio, float(size_bytes)
+        self.outcome: dict[str, Any] | None = None
+
+    def __call__(self, _model) -> bool:
+        point = RungPoint(self.evaluate(), self.latency_ratio, self.size_bytes)
+        promoted = self.always_promote or promote(point, rung_points(self.trial.study, exclude=self.trial.number))
+        self.outcome = {"epochs": self.epochs, **point.to_dict(), "promoted": promoted}
+        self.trial.set_user_attr(SCREEN_ATTR, self.outcome)
         return promoted
 
-    return decide
+    @property
+    def screened_out(self) -> bool:
+        return self.outcome is not None and not self.outcome["promoted"]
 
 
 def screened_out_reason(screen: dict[str, Any], full_epochs: float) -> str:

@@ -136,7 +136,7 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None, deadline: f
     a `time.time()` value, passes: Tune then stops its trials)."""
     from ray import tune
 
-    from slimsearch.search.driver import MAX_CONSECUTIVE_FAILURES
+    from slimsearch.search.driver import MAX_CONSECUTIVE_FAILURES, past
 
     connect(config)
     run_dir = Path(context.run_dir).resolve()
@@ -169,7 +169,7 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None, deadline: f
         raise SlimsearchError(
             f"search stopped after {searcher.consecutive_failures} failed trials in a row; last reason: "
             f"{searcher.last_fail_reason} (completed trials are kept in the study)")
-    if searcher.done < config.trials and (deadline is None or time.time() < deadline):
+    if searcher.done < config.trials and not past(deadline):
         # Tune ends a run early only on a stop signal (Ctrl-C), which it catches itself: say
         # so the way the Optuna backend does.
         raise KeyboardInterrupt

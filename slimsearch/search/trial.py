@@ -28,7 +28,7 @@ from slimsearch.evaluators.latency_worker import IsolatedMeasurer
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import fit, teacher_logits
-from slimsearch.search.fidelity import SCREEN_ATTR, screen_checkpoint, screened_out_reason
+from slimsearch.search.fidelity import Screen, screened_out_reason
 from slimsearch.search.samplers import CONSTRAINT_NAME
 from slimsearch.search.storage import artifact_store
 from slimsearch.spaces import Candidate, Space
@@ -228,11 +228,10 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             with stage("evaluate"):
                 untuned = accuracy(student, task.val)
             bound = " even with every sample leaving at the first exit" if first_shares is not None else ""
-            _record(trial, first, violation, stage, stopped=(
+            _record(trial, first, violation, stage, context.cache_hits - hits_before, stopped=(
                 f"latency-first: {first.student.value_ms:.3f} ms{bound} is {violation:.0%} over the "
                 f"{config.latency_budget} budget; not fine-tuned"))
             trial.set_user_attr("accuracy_before_finetune", untuned)
-            trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
             return _finite(untuned, "accuracy"), first.student.value_ms, float(size_bytes)
 
         with stage("finetune"):
@@ -243,14 +242,15 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
                 temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
                 seed=finetune_seed(config.seed, candidate),
                 checkpoint=config.finetune.screen_epochs if screen else None, on_checkpoint=screen)
-            calibrate(student, task.train.tensors[0])  # final ranges on the fine-tuned weights
-        screened = trial.user_attrs.get(SCREEN_ATTR)
-        if screened is not None and not screened["promoted"]:
+            screened_out = screen is not None and screen.screened_out
+            if not screened_out:
+                calibrate(student, task.train.tensors[0])  # final ranges on the fine-tuned weights
+        if screened_out:
             # Off the low rung's front: its short-fine-tune accuracy is its (honest) objective,
             # and `stopped_early` keeps it off the front, as latency-first does.
-            _record(trial, first, violation, stage, stopped=screened_out_reason(screened, config.finetune.epochs))
-            trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
-            return screened["accuracy"], first.student.value_ms, float(size_bytes)
+            _record(trial, first, violation, stage, context.cache_hits - hits_before,
+                    stopped=screened_out_reason(screen.outcome, config.finetune.epochs))
+            return screen.outcome["accuracy"], first.student.value_ms, float(size_bytes)
         with stage("evaluate"):
             val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
             trial.set_user_attr("test_accuracy", accuracy(student, task.test))
@@ -263,10 +263,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         if exit_shares is not None:
             trial.set_user_attr("exit_shares", exit_shares)
         _save_weights(trial, student, workdir, context.run_dir)
-        _record(trial, final, violation, stage, stopped=None)
-        # Measurements this trial reused from the latency cache (its fine-tuned form usually
-        # deploys to the graph its untrained form was timed as).
-        trial.set_user_attr("latency_cache_hits", context.cache_hits - hits_before)
+        _record(trial, final, violation, stage, context.cache_hits - hits_before, stopped=None)
         return val_accuracy, final.student.value_ms, float(size_bytes)
 
 
@@ -290,10 +287,9 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
             calibrate(probe, task.train.tensors[0])  # ranges of the weights as they are now
             return _finite(accuracy(probe, task.val), "validation accuracy")
 
-    return screen_checkpoint(trial, epochs=context.config.finetune.screen_epochs,
-                             latency_ratio=first.student.value_ms / first.teacher.value_ms,
-                             size_bytes=size_bytes, evaluate=evaluate,
-                             always_promote=bool(trial.user_attrs.get("warm_start")))
+    return Screen(trial, epochs=context.config.finetune.screen_epochs,
+                  latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
+                  evaluate=evaluate, always_promote=bool(trial.user_attrs.get("warm_start")))
 
 
 def _deployed_bytes(workdir: Path) -> int | None:
@@ -311,7 +307,10 @@ def _finite(value: float, what: str) -> float:
     return value
 
 
-def _record(trial, measured, violation: float, stage: _Stages, *, stopped: str | None) -> None:
+def _record(trial, measured, violation: float, stage: _Stages, cache_hits: int, *, stopped: str | None) -> None:
+    # Measurements this trial reused from the latency cache (a fine-tuned form usually deploys
+    # to the graph its untrained form was timed as).
+    trial.set_user_attr("latency_cache_hits", cache_hits)
     trial.set_user_attr("latency", measured.student.to_dict())
     trial.set_user_attr("teacher_latency_ms", measured.teacher.value_ms)
     trial.set_user_attr("speedup", measured.speedup)

@@ -169,7 +169,4 @@ def _snap(domain, value: float) -> float:
 def _allows(domain, value: float) -> bool:
     if isinstance(domain, Choice):
         return value in domain.options
-    if isinstance(domain, FloatRange):
-        on_grid = domain.step is None or abs(round((value - domain.low) / domain.step) * domain.step + domain.low - value) < 1e-9
-        return domain.low <= value <= domain.high and on_grid
-    return False
+    return isinstance(domain, FloatRange) and abs(_snap(domain, value) - value) < 1e-9

@@ -77,7 +77,8 @@ def run(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in the run folder)."),
     jobs: Optional[int] = typer.Option(None, help="Parallel trials on this machine (cores are split between them)."),
     runs_dir: Optional[str] = typer.Option(None, help="Folder holding run folders (default: runs)."),
-    runtime: Optional[str] = typer.Option(None, help="Latency runtime: onnxruntime (default) or torch."),
+    runtime: Optional[str] = typer.Option(None, help="Latency runtime: onnxruntime (default), torch, torch-compile; on "
+                                                     "cuda also cudagraph and onnxruntime-tensorrt."),
     device: Optional[str] = typer.Option(None, help="cpu (default) or cuda."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size latency is measured at (default 1)."),
     threads: Optional[int] = typer.Option(None, help="Threads the runtime may use (default 1)."),

@@ -18,15 +18,25 @@ from typing import Any, Mapping
 
 from slimsearch.errors import ConfigError
 
-RUNTIMES = ("onnxruntime", "torch")
+# Latency runtimes. torch: eager; torch-compile: torch.compile with inductor (CUDA graphs on a GPU);
+# cudagraph: the deployed module captured once as a CUDA graph and replayed; onnxruntime: ONNX
+# Runtime's CPU or CUDA provider by device; onnxruntime-tensorrt: its TensorRT provider.
+RUNTIMES = ("onnxruntime", "onnxruntime-tensorrt", "torch", "torch-compile", "cudagraph")
+CUDA_ONLY_RUNTIMES = ("onnxruntime-tensorrt", "cudagraph")
+TORCH_RUNTIMES = ("torch", "torch-compile", "cudagraph")
 DEVICES = ("cpu", "cuda")
+# Where fine-tuning, teacher logits, sensitivity probes and evaluation run; auto: cuda if present.
+TRAINING_DEVICES = ("auto", "cpu", "cuda")
+# Execution precisions a model may be searched at; half precision runs on CUDA torch runtimes only.
+PRECISIONS = ("float32", "float16", "bfloat16")
+HALF_PRECISIONS = ("float16", "bfloat16")
 SAMPLERS = ("nsga2", "tpe", "random")
 # Where trials run: Optuna in this process (and --jobs processes beside it), or Ray Tune on a cluster.
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "stage", "global")
 # Knob families the Candidate format knows; the ones with an implementation are registered in
 # `slimsearch.spaces`, the others are rejected there with a clear line until they land.
-KNOWN_FAMILIES = ("prune", "distill", "quant", "separable", "lowrank", "exits")
+KNOWN_FAMILIES = ("prune", "distill", "quant", "separable", "lowrank", "exits", "precision")
 # Bit widths a quantized layer may take: 32 is float, 16 half precision, 8 and below integer.
 QUANT_BITS = (32, 16, 8, 4, 2)
 # How a layer of 8 bits or fewer stores its weights: per-channel affine grid or k-means codebook.
@@ -114,6 +124,15 @@ class TargetConfig:
         _check_choice("target.", "device", self.device, DEVICES)
         _check_positive("target.", "batch_size", self.batch_size)
         _check_positive("target.", "threads", self.threads)
+        if self.device == "cpu" and self.runtime in CUDA_ONLY_RUNTIMES:
+            allowed = ", ".join(repr(r) for r in RUNTIMES if r not in CUDA_ONLY_RUNTIMES)
+            raise ConfigError(f"target.runtime={self.runtime!r} runs on CUDA GPUs only, but got device='cpu'; "
+                              f"allowed on device='cpu': runtime {allowed} (or device='cuda')")
+
+    @property
+    def runs_half(self) -> bool:
+        """Whether this target can execute a model in float16 / bfloat16 (see space.precisions)."""
+        return self.device == "cuda" and self.runtime in TORCH_RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -154,8 +173,16 @@ class FinetuneConfig:
     lr: float = 2e-3
     batch_size: int = 64
     screen_epochs: float = 1.0
+    # Where fine-tuning, teacher logits, sensitivity probes and evaluation run (auto: cuda if present).
+    device: str = "auto"
+    # bf16 autocast for fine-tuning on a CUDA device; models with quantized layers always train in
+    # float32 (their int grids and fp16 rounding would be lost in bf16).
+    autocast: bool = True
 
     def __post_init__(self) -> None:
+        _check_choice("finetune.", "device", self.device, TRAINING_DEVICES)
+        if not isinstance(self.autocast, bool):
+            raise ConfigError(f"finetune.autocast must be true or false, but got autocast={self.autocast!r}")
         _check_positive("finetune.", "epochs", self.epochs, integer=False)
         _check_positive("finetune.", "lr", self.lr, integer=False)
         _check_positive("finetune.", "batch_size", self.batch_size)
@@ -171,7 +198,7 @@ class FinetuneConfig:
 class SpaceConfig:
     """Which knob families are searched and their ranges."""
 
-    families: tuple[str, ...] = ("prune", "quant", "distill", "separable", "lowrank", "exits")
+    families: tuple[str, ...] = ("prune", "quant", "distill", "separable", "lowrank", "exits", "precision")
     granularity: str = "layer"
     max_prune_ratio: float = 0.9
     prune_step: float = 0.05
@@ -188,11 +215,15 @@ class SpaceConfig:
     # Early exits: the confidence a sample needs to leave at an exit, and how confidence is read.
     exit_thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
     exit_criteria: tuple[str, ...] = EXIT_CRITERIA
+    # Execution precisions searched on targets that run half precision (CUDA, torch runtimes);
+    # None: all of PRECISIONS there, float32 elsewhere. A half precision on another target is refused.
+    precisions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_list("families", self.families)
         object.__setattr__(self, "families", tuple(self.families))
         self._check_quant()
+        self._check_precisions()
         self._check_architecture()
         for family in self.families:
             _check_choice("space.", "families", family, KNOWN_FAMILIES)
@@ -233,6 +264,23 @@ class SpaceConfig:
         for name in self.pin_float:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"space.pin_float must list module names such as 'stem.0' or 'head', but got {name!r}")
+
+    def _check_precisions(self) -> None:
+        if self.precisions is None:
+            return
+        _check_list("precisions", self.precisions)
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+        for precision in self.precisions:
+            _check_choice("space.", "precisions", precision, PRECISIONS)
+        if not self.precisions or len(set(self.precisions)) != len(self.precisions):
+            raise ConfigError(f"space.precisions must list distinct precisions from {', '.join(PRECISIONS)}, "
+                              f"but got precisions={list(self.precisions)}")
+
+    def searched_precisions(self, target: TargetConfig) -> tuple[str, ...]:
+        """The precisions a search on `target` chooses from."""
+        if self.precisions is not None:
+            return self.precisions
+        return PRECISIONS if target.runs_half else ("float32",)
 
     def _check_architecture(self) -> None:
         for key in ("rank_ratios", "exit_thresholds", "exit_criteria"):
@@ -362,6 +410,12 @@ class SearchConfig:
         if self.time_budget is not None:
             object.__setattr__(self, "time_budget", parse_duration("time_budget", self.time_budget, section=""))
         _check_choice("", "backend", self.backend, BACKENDS)
+        half = [p for p in self.space.precisions or () if p in HALF_PRECISIONS]
+        if half and not self.target.runs_half:
+            raise ConfigError(
+                f"space.precisions holds {half[0]!r}, which runs on device='cuda' with runtime "
+                f"{', '.join(repr(r) for r in TORCH_RUNTIMES)} only, but the target is runtime={self.target.runtime!r} "
+                f"on device={self.target.device!r}; allowed here: precisions=['float32']")
         if self.backend == "ray" and self.jobs != 1:
             raise ConfigError(f"jobs runs parallel trials on this machine with backend='optuna'; with backend='ray' "
                               f"the cluster runs as many trials as its nodes fit (or ray.max_concurrent_trials), "

@@ -122,6 +122,7 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     from slimsearch.model_card import write_model_card
     from slimsearch.search.storage import artifact_store
     from slimsearch.spaces import Candidate
+    from slimsearch.techniques.precision import in_execution_dtype
 
     if out is not None and not isinstance(out, (str, os.PathLike)):
         from slimsearch.errors import ConfigError
@@ -153,9 +154,11 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     else:
         # The same deployment form the trial was timed on: QDQ int8 / fp16 layers where it is quantized.
         export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.train.tensors[0])
-        # torch.export specialises a batch dimension of size 1, so trace with a batch of two.
+        # torch.export specialises a batch dimension of size 1, so trace with a batch of two. A
+        # half-precision model ships in its precision here (model.onnx stays float32 for ONNX Runtime).
         batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
-        program = torch.export.export(student, (batch,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        program = torch.export.export(in_execution_dtype(student), (batch,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         torch.export.save(program, str(files["model.pt2"]))
 
     verification = verify_export(result, out_dir, trial=chosen.number, task=task)
@@ -194,6 +197,7 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     from slimsearch.evaluators.train import predict_logits
     from slimsearch.pt2 import load_exported_program
     from slimsearch.search.trial import latency_settings
+    from slimsearch.techniques.precision import execution_dtype
     from slimsearch.techniques.quantization import quantized_layers
 
     _check_choice_arguments(trial, None, False)
@@ -212,7 +216,7 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     for name in ("model.onnx", "model.pt2"):
         if not files[name].exists():
             raise ExportError(f"{name} is missing from {out_dir}")
-    reference = predict_logits(student, inputs)
+    reference = predict_logits(student, inputs, device="cpu")  # in its precision, on the CPU as model.pt2 runs below
 
     try:
         session = onnx_session(files["model.onnx"], threads=result.config.target.threads)
@@ -235,12 +239,14 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
         "reported_test_accuracy": figures.get("test_accuracy"),
     }
     quantized = bool(quantized_layers(student))
+    # A half-precision model's model.onnx is its float32 form, held to its predictions like int8.
+    rounded = quantized or execution_dtype(student) is not None
     checks["argmax_agreement"] = float((onnx_logits.argmax(1) == reference.argmax(1)).float().mean())
-    if quantized and checks["argmax_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
-        raise ExportError(f"model.onnx in {out_dir} (quantized) predicts differently from the fine-tuned model on "
-                          f"{1 - checks['argmax_agreement']:.1%} of test samples "
+    if rounded and checks["argmax_agreement"] < TOLERANCES["quantized_argmax_agreement"]:
+        raise ExportError(f"model.onnx in {out_dir} ({'quantized' if quantized else 'float32 form'}) predicts "
+                          f"differently from the fine-tuned model on {1 - checks['argmax_agreement']:.1%} of test samples "
                           f"(> {1 - TOLERANCES['quantized_argmax_agreement']:.0%} allowed)")
-    for name in ("pt2",) if quantized else ("onnx", "pt2"):
+    for name in ("pt2",) if rounded else ("onnx", "pt2"):
         difference = checks[f"{name}_max_logit_difference"]
         if not difference <= TOLERANCES["max_logit_difference"]:
             raise ExportError(f"model.{name} in {out_dir} does not match the fine-tuned model: max logit "
@@ -249,7 +255,7 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
 
     # Latency: the deployed file itself, against the teacher in the same window, as in the search.
     settings = latency_settings(result.config)
-    _check_latency(checks, trial, figures, lambda: _measure_exported(task, settings, files["model.onnx"], student, quantized))
+    _check_latency(checks, trial, figures, lambda: _measure_exported(task, settings, files["model.onnx"], student))
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
     return checks
 
@@ -366,16 +372,15 @@ def _check_same_candidate(result, path: Path, trial: int, figures: dict) -> None
     raise ExportError(f"{path.parent} is not an export of trial {trial}: {whose} candidate.json")
 
 
-def _measure_exported(task, settings, onnx_path: Path, student, quantized: bool):
-    """The exported file itself against the teacher in one window, timed as the search timed it."""
+def _measure_exported(task, settings, onnx_path: Path, student):
+    """The exported file itself against the teacher in one window, timed as the search timed it
+    (on a torch runtime: the student's deployed form, evaluators/runtimes.py)."""
     from slimsearch.evaluators import latency
     from slimsearch.evaluators.deploy import export_onnx
     from slimsearch.evaluators.latency_worker import IsolatedMeasurer
-    from slimsearch.techniques.quantization import fold
 
-    if settings.runtime != "onnxruntime":
-        deployed = fold(student) if quantized else student
-        return latency.measure_pair(latency.make_runner(deployed, task.example_input, settings),
+    if settings.runtime not in latency.ORT_RUNTIMES:
+        return latency.measure_pair(latency.make_runner(student, task.example_input, settings),
                                     latency.make_runner(task.teacher, task.example_input, settings), settings)
     with tempfile.TemporaryDirectory(prefix="slimsearch-verify-") as tmp:
         teacher_onnx = export_onnx(task.teacher, task.example_input, Path(tmp) / "teacher.onnx")

@@ -77,9 +77,13 @@ def _export(model: nn.Module, example_input: torch.Tensor, path: Path, output_na
     )
 
 
-def onnx_session(path: Path, *, threads: int, device: str = "cpu") -> Any:
+def onnx_session(path: Path, *, threads: int, device: str = "cpu", runtime: str = "onnxruntime") -> Any:
     """An ONNX Runtime session configured the way latency is measured: `threads` intra-op
     threads, no inter-op parallelism, sequential execution, all graph optimisations on.
+
+    `runtime='onnxruntime-tensorrt'` (CUDA only) puts TensorRT's provider first, with CUDA and the
+    CPU behind it for the nodes TensorRT does not take; its engines are cached on disk
+    (`$SLIMSEARCH_CACHE/tensorrt`), so an architecture is built once.
     """
     import onnxruntime as ort
 
@@ -89,16 +93,7 @@ def onnx_session(path: Path, *, threads: int, device: str = "cpu") -> Any:
         raise ConfigError(f"ONNX Runtime threads must be an integer >= 1, but got {threads=}")
     if not Path(path).is_file():
         raise ConfigError(f"ONNX model file does not exist: {str(path)!r}")
-    if device == "cuda":
-        available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise ConfigError(
-                "device='cuda' needs ONNX Runtime's CUDAExecutionProvider, but only "
-                f"{available} are available; install onnxruntime-gpu instead of onnxruntime"
-            )
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
+    providers = execution_providers(runtime, device, ort.get_available_providers())
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -108,13 +103,40 @@ def onnx_session(path: Path, *, threads: int, device: str = "cpu") -> Any:
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     # ORT silently falls back to CPU when the CUDA libraries fail to load; a CPU number
     # labelled "cuda" would be a lie, so refuse it.
-    if device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if device == "cuda" and session.get_providers()[0] != wanted:
         raise ConfigError(
-            "device='cuda' but ONNX Runtime could not load CUDAExecutionProvider "
-            f"(session runs on {session.get_providers()}); check the CUDA/cuDNN libraries "
+            f"device='cuda' but ONNX Runtime could not load {wanted} "
+            f"(session runs on {session.get_providers()}); check the CUDA/cuDNN (and TensorRT) libraries "
             "that onnxruntime-gpu needs"
         )
     return session
+
+
+def execution_providers(runtime: str, device: str, available: list[str]) -> list:
+    """ONNX Runtime's providers for a target, most preferred first, or a one-line refusal naming
+    what this installation offers."""
+    if runtime not in ("onnxruntime", "onnxruntime-tensorrt"):
+        raise ConfigError(f"ONNX Runtime runtime must be 'onnxruntime' or 'onnxruntime-tensorrt', but got {runtime=}")
+    if device == "cpu":
+        if runtime == "onnxruntime-tensorrt":
+            raise ConfigError("runtime='onnxruntime-tensorrt' runs on CUDA GPUs only, but got device='cpu'")
+        return ["CPUExecutionProvider"]
+    needed = ["TensorrtExecutionProvider"] if runtime == "onnxruntime-tensorrt" else []
+    needed.append("CUDAExecutionProvider")
+    missing = [name for name in needed if name not in available]
+    if missing:
+        raise ConfigError(f"runtime={runtime!r} on device='cuda' needs ONNX Runtime's {', '.join(missing)}, but only "
+                          f"{available} are available; install onnxruntime-gpu instead of onnxruntime")
+    providers: list = []
+    if runtime == "onnxruntime-tensorrt":
+        from slimsearch.config import default_cache_dir
+
+        engines = default_cache_dir() / "tensorrt"
+        engines.mkdir(parents=True, exist_ok=True)
+        providers.append(("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                                        "trt_engine_cache_path": str(engines)}))
+    return providers + ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def onnx_predict(session: Any, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -8,7 +8,6 @@ so slow drift of a noisy machine changes both and the speed-up ratio stays true.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import gc
 import os
@@ -25,7 +24,9 @@ from torch import nn
 from slimsearch.errors import ConfigError
 from slimsearch.evaluators.deploy import export_onnx, onnx_session
 
-RUNTIMES = ("onnxruntime", "torch")
+RUNTIMES = ("onnxruntime", "onnxruntime-tensorrt", "torch", "torch-compile", "cudagraph")
+ORT_RUNTIMES = ("onnxruntime", "onnxruntime-tensorrt")
+CUDA_ONLY_RUNTIMES = ("onnxruntime-tensorrt", "cudagraph")
 DEVICES = ("cpu", "cuda")
 LOCK_ENV = "SLIMSEARCH_LATENCY_LOCK"
 
@@ -44,9 +45,11 @@ class LatencySettings:
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
-            raise ConfigError(f"latency runtime must be one of 'onnxruntime', 'torch', but got runtime={self.runtime!r}")
+            raise ConfigError(f"latency runtime must be one of {', '.join(map(repr, RUNTIMES))}, but got runtime={self.runtime!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"latency device must be one of 'cpu', 'cuda', but got device={self.device!r}")
+        if self.device == "cpu" and self.runtime in CUDA_ONLY_RUNTIMES:
+            raise ConfigError(f"latency runtime={self.runtime!r} runs on CUDA GPUs only, but got device='cpu'")
         for name, minimum in (("batch_size", 1), ("threads", 1), ("warmup", 0), ("repeats", 1), ("rounds", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -91,56 +94,75 @@ class PairedMeasurement:
         return self.teacher.value_ms / self.student.value_ms
 
 
+class Runner:
+    """One inference on the target runtime, as a zero-argument call; `prepare_seconds` is what
+    compiling, capturing or building the runtime's session for it took (not latency)."""
+
+    def __init__(self, call: Callable[[], object], prepare_seconds: float = 0.0) -> None:
+        self._call = call
+        self.prepare_seconds = prepare_seconds
+
+    def __call__(self) -> object:
+        return self._call()
+
+
 def check_target_available(settings: LatencySettings) -> None:
     """Refuse a target this machine cannot run, before a search trains or times anything."""
     if settings.device != "cuda":
+        if settings.runtime == "torch-compile":
+            from slimsearch.evaluators.runtimes import check_compiler
+
+            check_compiler()
         return
-    if settings.runtime == "torch" and not torch.cuda.is_available():
-        raise ConfigError("target.device='cuda' with runtime='torch', but torch sees no CUDA GPU on this machine "
-                          "(torch.cuda.is_available() is False); allowed here: device='cpu'")
-    if settings.runtime == "onnxruntime":
+    if settings.runtime not in ORT_RUNTIMES and not torch.cuda.is_available():
+        raise ConfigError(f"target.device='cuda' with runtime={settings.runtime!r}, but torch sees no CUDA GPU on this "
+                          f"machine (torch.cuda.is_available() is False); allowed here: device='cpu'")
+    if settings.runtime in ORT_RUNTIMES:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        if "CUDAExecutionProvider" not in available:
-            raise ConfigError(f"target.device='cuda' with runtime='onnxruntime', but ONNX Runtime offers only "
-                              f"{', '.join(available)} here; allowed here: device='cpu' (or install onnxruntime-gpu "
-                              f"on a machine with a CUDA GPU)")
+        needed = "TensorrtExecutionProvider" if settings.runtime == "onnxruntime-tensorrt" else "CUDAExecutionProvider"
+        if needed not in available:
+            allowed = ("device='cpu'" if settings.runtime == "onnxruntime"
+                       else "runtime='onnxruntime' with device='cpu' or 'cuda'")
+            raise ConfigError(f"target.device='cuda' with runtime={settings.runtime!r}, but ONNX Runtime offers only "
+                              f"{', '.join(available)} here; allowed here: {allowed} (or install onnxruntime-gpu, "
+                              f"`pip install slimsearch[gpu]`, on a machine with a CUDA GPU)")
 
 
 def make_runner(model: nn.Module | None, example_input: torch.Tensor, settings: LatencySettings, *,
-                onnx_path: Path | None = None) -> Callable[[], None]:
-    """A function running one inference of `model` at `settings.batch_size` on the target runtime.
+                onnx_path: Path | None = None) -> Runner:
+    """A `Runner` doing one inference of `model` at `settings.batch_size` on the target runtime.
 
-    For onnxruntime, `onnx_path` is the already exported model (the one that ships) and
-    `model` is only exported when it is None. For torch, the runner owns an eval-mode copy on
-    the device, so the caller's model keeps its mode and device and later training cannot
-    change what is measured. Callers must ignore the return value (the ORT runner passes
-    its outputs through, which tests use to check the batch size).
+    For the ONNX Runtime runtimes, `onnx_path` is the already exported model (the one that ships)
+    and `model` is only exported when it is None. For the torch runtimes, the runner owns its
+    deployed form of `model` (evaluators/runtimes.py: folded, cast, compiled or captured), so
+    the caller's model keeps its mode and device and later training cannot change what is
+    measured. Callers must ignore the return value (the ORT runner passes its outputs through,
+    which tests use to check the batch size).
     """
     x = _random_input(example_input, settings.batch_size)
-    if settings.runtime == "onnxruntime":
+    started = time.perf_counter()
+    if settings.runtime in ORT_RUNTIMES:
         if onnx_path is None:
             # ORT reads the file while building the session, so the temp dir can go right after.
             with tempfile.TemporaryDirectory(prefix="slimsearch-latency-") as tmp:
-                session = onnx_session(export_onnx(model, x, Path(tmp) / "model.onnx"),
-                                       threads=settings.threads, device=settings.device)
+                session = onnx_session(export_onnx(model, x, Path(tmp) / "model.onnx"), threads=settings.threads,
+                                       device=settings.device, runtime=settings.runtime)
         else:
-            session = onnx_session(onnx_path, threads=settings.threads, device=settings.device)
+            session = onnx_session(onnx_path, threads=settings.threads, device=settings.device, runtime=settings.runtime)
         feed = {session.get_inputs()[0].name: x.numpy()}
-        return lambda: session.run(None, feed)
+        if settings.runtime == "onnxruntime-tensorrt":
+            session.run(None, feed)  # TensorRT builds its engine on the first run: preparation, not latency
+        return Runner(lambda: session.run(None, feed), time.perf_counter() - started)
 
     if settings.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("latency device='cuda' with runtime='torch', but torch.cuda.is_available() is False")
-    device = torch.device(settings.device)
-    runner_model = copy.deepcopy(model).eval().to(device)
-    x = x.to(device)
+        raise ConfigError(f"latency device='cuda' with runtime={settings.runtime!r}, but torch.cuda.is_available() is False")
+    from slimsearch.evaluators.runtimes import prepare
 
-    def run() -> None:
-        with torch.inference_mode():
-            runner_model(x)
-
-    return run
+    with _torch_threads(settings.threads):  # inductor's C++ takes its thread count when it compiles
+        run, seconds = prepare(model, x, settings.runtime, settings.device)
+    return Runner(run, seconds)
 
 
 def _random_input(example_input: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -155,34 +177,80 @@ def _random_input(example_input: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 _process_lock = threading.RLock()
-_lock_fd: list[int] = []  # the open lock file while this process holds the machine-wide lock
+_lock_fd: list[int] = []  # the open lock files while this process holds the machine-wide lock
+_holder: list[int] = []  # the thread holding it
+_shared_fds: dict[str, int | str] = {}  # this process's lock files for GPU work, kept open between steps
+
+
+def _lock_paths() -> tuple[str, str]:
+    """The lock file, and the gate in front of it that lets a waiting measurement go first."""
+    path = os.environ.get(LOCK_ENV) or f"/tmp/slimsearch-latency-{os.getuid()}.lock"
+    return path, path + ".gate"
 
 
 @contextlib.contextmanager
 def measurement_lock() -> Iterator[None]:
-    """Hold the machine-wide latency lock: one measurement at a time across threads and processes.
+    """Hold the machine-wide latency lock: one measurement at a time across threads and processes,
+    and no GPU work of any process (training, evaluation, see `gpu_work`) while it is held.
 
     Re-entrant within a thread: the file lock is taken on the outermost entry only, because
-    flock on a second fd in the same process would wait for itself.
+    flock on a second fd in the same process would wait for itself. The gate is held while
+    waiting for the lock, so trainers that keep taking it shared cannot starve a measurement.
     """
     import fcntl  # POSIX only, like the rest of the measurement machinery
 
     with _process_lock:
         outermost = not _lock_fd
         if outermost:
-            path = os.environ.get(LOCK_ENV) or f"/tmp/slimsearch-latency-{os.getuid()}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fds = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in reversed(_lock_paths())]
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                for fd in fds:  # gate first, then the lock itself
+                    fcntl.flock(fd, fcntl.LOCK_EX)
             except BaseException:
-                os.close(fd)
+                for fd in fds:
+                    os.close(fd)
                 raise
-            _lock_fd.append(fd)
+            _lock_fd.extend(fds)
+            _holder.append(threading.get_ident())
         try:
             yield
         finally:
             if outermost:
-                os.close(_lock_fd.pop())  # closing the fd releases the flock
+                _holder.clear()
+                while _lock_fd:
+                    os.close(_lock_fd.pop())  # closing the fds releases the flocks
+
+
+@contextlib.contextmanager
+def gpu_work(device: str | torch.device) -> Iterator[None]:
+    """Mark a stretch of GPU work (a training step, an evaluation batch): any number of processes
+    may do GPU work at once, but none while a latency measurement holds `measurement_lock`, so
+    `--jobs N` trials sharing one GPU never run kernels under another's timing. The work is
+    finished (synchronised) before the lock is released: kernels run after their launch returns.
+    A no-op off CUDA, and inside this thread's own measurement."""
+    import fcntl
+
+    if torch.device(device).type != "cuda" or (_holder and _holder[0] == threading.get_ident()):
+        yield
+        return
+    path, gate_path = _lock_paths()
+    if _shared_fds.get("path") != path:  # first use, or the lock file was moved (tests)
+        for key in ("lock", "gate"):
+            if key in _shared_fds:
+                os.close(_shared_fds.pop(key))
+        _shared_fds.update(lock=os.open(path, os.O_RDWR | os.O_CREAT, 0o600),
+                           gate=os.open(gate_path, os.O_RDWR | os.O_CREAT, 0o600), path=path)
+    lock, gate = _shared_fds["lock"], _shared_fds["gate"]
+    fcntl.flock(gate, fcntl.LOCK_EX)  # waits behind a measurement that is waiting for the lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    try:
+        yield
+        torch.cuda.synchronize()
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def measure(runner: Callable[[], None], settings: LatencySettings) -> Measurement:
@@ -233,8 +301,8 @@ def _measure_interleaved(runners: list[Callable[[], None]], settings: LatencySet
 def _timing_window(runners: list[Callable], settings: LatencySettings, *, warmup: Callable[[Callable], object]):
     """The machine-wide lock, the thread count, warm-up of every runner, and no garbage
     collection while timing; yields the function that times `calls` calls of a runner."""
-    cuda_events = settings.device == "cuda" and settings.runtime == "torch"
-    threads = _torch_threads(settings.threads) if settings.runtime == "torch" else contextlib.nullcontext()
+    cuda_events = settings.device == "cuda" and settings.runtime not in ORT_RUNTIMES
+    threads = _torch_threads(settings.threads) if settings.runtime not in ORT_RUNTIMES else contextlib.nullcontext()
     with measurement_lock(), threads:
         for runner in runners:
             warmup(runner)

@@ -19,11 +19,12 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from slimsearch.evaluators.latency import LatencySettings, Measurement, PairedMeasurement
+from slimsearch.evaluators.latency import ORT_RUNTIMES, LatencySettings, Measurement, PairedMeasurement
 
 
 class IsolatedMeasurer:
@@ -33,8 +34,10 @@ class IsolatedMeasurer:
                  samples: torch.Tensor | None = None):
         """`samples`: real inputs, timed one at a time for models whose latency depends on the
         input (early exits); needed only for `measure_exits`."""
-        if settings.runtime != "onnxruntime":
+        if settings.runtime not in ORT_RUNTIMES:
             raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
+        # What building the runtime's session for the last student took (a TensorRT engine: seconds).
+        self.last_prepare_seconds = 0.0
         example_path = Path(teacher_onnx).with_name("example_input.pt")
         torch.save(example_input.detach().cpu(), example_path)
         self._setup = {"teacher": str(teacher_onnx), "example": str(example_path),
@@ -75,6 +78,7 @@ class IsolatedMeasurer:
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"latency measurement failed: {reply['error']}")
+        self.last_prepare_seconds = float(reply.get("prepare_s", 0.0))
         return reply
 
     def measure_pair(self, student_onnx: Path) -> PairedMeasurement:
@@ -125,7 +129,8 @@ def _serve() -> None:
             else:
                 student = latency.make_runner(None, example, settings, onnx_path=Path(request["student"]))
                 paired = latency.measure_pair(student, teacher, settings)
-                reply = {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict()}
+                reply = {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict(),
+                         "prepare_s": student.prepare_seconds}
         except Exception as error:  # reported to the trial, which records it as the failure reason
             reply = {"error": f"{type(error).__name__}: {error}"}
         try:
@@ -142,8 +147,11 @@ def _measure_exits(request: dict, setup: dict, settings: LatencySettings) -> dic
     if "samples" not in setup:
         raise ValueError("early-exit latency needs real samples, and none were given to the measurer")
     samples = torch.load(setup["samples"], weights_only=True).numpy()
-    make_session = lambda path: onnx_session(path, threads=settings.threads, device=settings.device)  # noqa: E731
+    make_session = lambda path: onnx_session(path, threads=settings.threads, device=settings.device,  # noqa: E731
+                                             runtime=settings.runtime)
+    started = time.perf_counter()
     runner = EarlyExitRunner(request["exits"], thresholds=request.get("thresholds"), make_session=make_session)
+    prepare_seconds = time.perf_counter() - started
     teacher = make_session(Path(setup["teacher"]))
     teacher_input = teacher.get_inputs()[0].name
     rows = [samples[i:i + 1] for i in range(len(samples))]
@@ -151,7 +159,8 @@ def _measure_exits(request: dict, setup: dict, settings: LatencySettings) -> dic
                                              len(rows), settings)
     _, exits = runner.predict(samples)
     shares = {name: float((exits == index).mean()) for index, name in enumerate(runner.exit_names)}
-    return {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict(), "exit_shares": shares}
+    return {"student": paired.student.to_dict(), "teacher": paired.teacher.to_dict(), "exit_shares": shares,
+            "prepare_s": prepare_seconds}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from slimsearch.evaluators.compute import autocast_dtype, compute_device, training_precision
+from slimsearch.evaluators.latency import gpu_work
+from slimsearch.techniques.precision import in_execution_dtype
+
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor,
                       *, temperature: float, alpha: float) -> torch.Tensor:
@@ -38,10 +42,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batch_size: int = 64,
         teacher_logits: torch.Tensor | None = None, temperature: float = 4.0, alpha: float = 0.0,
-        weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu",
+        weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu", autocast: bool = False,
         on_step: Callable[[], None] | None = None, checkpoint: float | None = None,
         on_checkpoint: Callable[[nn.Module], bool] | None = None) -> nn.Module:
-    """Train `model` in place with AdamW and a cosine learning-rate decay; returns it in eval mode.
+    """Train `model` in place with AdamW and a cosine learning-rate decay; returns it in eval mode,
+    on `device`.
+
+    `autocast`: bf16 autocast on a CUDA device where it costs no accuracy (evaluators/compute.py).
+    On CUDA every step counts as GPU work (evaluators/latency.gpu_work): it waits while another
+    process measures latency on this machine.
 
     `epochs` may be fractional (a short fine-tune on part of an epoch). `on_step` is called after
     every optimiser step so a caller can enforce a time limit or stop early by raising. After
@@ -55,6 +64,7 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
     steps_per_epoch = max(1, math.ceil(len(inputs) / batch_size))
     total_steps = max(1, round(epochs * steps_per_epoch))
     model.to(device).train()
+    half = autocast_dtype(model, device, autocast)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     checkpoint_step = None if checkpoint is None or on_checkpoint is None else round(checkpoint * steps_per_epoch)
@@ -64,13 +74,16 @@ def fit(model: nn.Module, data: TensorDataset, *, epochs: float, lr: float, batc
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             soft_targets = None if teacher_logits is None else teacher_logits[batch].to(device)
-            loss = sum(distillation_loss(logits, soft_targets, labels[batch].to(device), temperature=temperature, alpha=alpha)
-                       for logits in _all_outputs(model, inputs[batch].to(device)))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with gpu_work(device):
+                with training_precision(half, device):
+                    loss = sum(distillation_loss(logits.float(), soft_targets, labels[batch].to(device),
+                                                 temperature=temperature, alpha=alpha)
+                               for logits in _all_outputs(model, inputs[batch].to(device)))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             schedule.step()
             step += 1
             if on_step is not None:
@@ -92,11 +105,22 @@ def _all_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
-    """The model's logits for `inputs`, computed in eval mode, on the CPU."""
+def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 256, device: str | None = None) -> torch.Tensor:
+    """The model's logits for `inputs`, computed in eval mode on `device` (default: this process's
+    compute device, evaluators/compute.py) in the precision it deploys in, returned on the CPU.
+    `model` is left in eval mode on the device it was on."""
+    device = device or compute_device()
+    home = next(iter(model.parameters()), torch.empty(0)).device
     model.to(device).eval()
-    return torch.cat([model(inputs[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(inputs), batch_size)])
+    try:
+        runner = in_execution_dtype(model)
+        chunks = []
+        for i in range(0, len(inputs), batch_size):
+            with gpu_work(device):
+                chunks.append(runner(inputs[i:i + batch_size].to(device)).float().cpu())
+        return torch.cat(chunks)
+    finally:
+        model.to(home)
 
 
 def teacher_logits(teacher: nn.Module, inputs: torch.Tensor, *, cache_dir: Path) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from slimsearch.evaluators.macs import flags as macs_flags
 from slimsearch.search.pareto import pareto_indices
 from slimsearch.search.storage import DIRECTIONS
 
@@ -14,10 +15,14 @@ TEACHER_ATTR = "teacher"
 
 TRIAL_COLUMNS = [
     "trial", "state", "accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
-    "speedup", "size_bytes", "onnx_bytes", "params_count", "feasible", "stopped_early", "fail_reason",
-    "seconds_build", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s", "candidate",
-    "exit_shares",
+    "speedup", "size_bytes", "onnx_bytes", "params_count", "macs", "macs_ratio", "params_ratio", "flags",
+    "feasible", "stopped_early", "fail_reason",
+    "seconds_build", "seconds_compile", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s",
+    "candidate", "exit_shares",
 ]
+# Stages a trial's time is split into (search/trial.py); compile: compiling, capturing or building
+# the runtime's session for a model, kept apart from the latency it then measures.
+STAGES = ("build", "compile", "latency", "finetune", "evaluate")
 
 
 def teacher_info(study) -> dict[str, Any]:
@@ -43,10 +48,15 @@ def trials_frame(study) -> pd.DataFrame:
             "size_bytes": int(values[2]) if values[2] is not None else None,
             "onnx_bytes": attrs.get("onnx_bytes"),
             "params_count": attrs.get("params_count"),
+            # Counted compute against the teacher, and what is odd about it beside the measured speed-up.
+            "macs": attrs.get("macs"),
+            "macs_ratio": attrs.get("macs_ratio"),
+            "params_ratio": attrs.get("params_ratio"),
+            "flags": ",".join(macs_flags(attrs.get("macs_ratio"), attrs.get("speedup"))),
             "feasible": bool(attrs.get("feasible", False)) and trial.state.name == "COMPLETE",
             "stopped_early": attrs.get("stopped_early"),
             "fail_reason": attrs.get("fail_reason"),
-            **{f"seconds_{name}": seconds.get(name) for name in ("build", "latency", "finetune", "evaluate")},
+            **{f"seconds_{name}": seconds.get(name) for name in STAGES},
             "duration_s": trial.duration.total_seconds() if trial.duration else None,
             "candidate": json.dumps(attrs["candidate"], sort_keys=True) if "candidate" in attrs else None,
             # Early-exit models: the share of measured samples leaving at each exit ("final" last).
@@ -78,6 +88,7 @@ def front_records(study) -> list[dict[str, Any]]:
         row = {key: (None if isinstance(value, float) and pd.isna(value) else value) for key, value in row.items()}
         row["candidate"] = json.loads(row["candidate"])
         row["exit_shares"] = exit_shares(row.get("exit_shares")) or None
+        row["flags"] = [flag for flag in (row.get("flags") or "").split(",") if flag]
         records.append(row)
     return records
 
@@ -92,7 +103,7 @@ def recommended(front: pd.DataFrame) -> dict[str, Any] | None:
 # --- what a candidate did, per layer -----------------------------------------------------------
 
 # Families whose choices are settings of the whole run, keyed by parameter name, not by layer.
-RUN_WIDE_FAMILIES = frozenset({"distill"})
+RUN_WIDE_FAMILIES = frozenset({"distill", "precision"})
 # Keys read, in order, to turn a per-layer dict choice (e.g. quant's {"bits": 8, "mode": ...}) into one number.
 _NUMERIC_KEYS = ("ratio", "bits", "rank_ratio", "rank", "threshold")
 

@@ -20,9 +20,9 @@ COLOURS = {
     "front": "#2563eb", "dominated": "#94a3b8", "over budget": "#ef4444", "stopped early": "#f97316",
     "teacher": "#111827", "recommended": "#16a34a", "knee": "#d97706", "budget": "#dc2626",
 }
-STAGE_COLOURS = {"build": "#8b5cf6", "latency": "#f59e0b", "finetune": "#3b82f6", "evaluate": "#10b981",
+STAGE_COLOURS = {"build": "#8b5cf6", "compile": "#ef4444", "latency": "#f59e0b", "finetune": "#3b82f6", "evaluate": "#10b981",
                  "engine": "#cbd5e1"}
-STAGE_NAMES = {"build": "build", "latency": "latency", "finetune": "fine-tune", "evaluate": "evaluate",
+STAGE_NAMES = {"build": "build", "compile": "compile", "latency": "latency", "finetune": "fine-tune", "evaluate": "evaluate",
                "engine": "engine bookkeeping"}
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Liberation Sans', sans-serif"
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slimsearch.reports.data import knob_lines, recommended
+from slimsearch.reports.data import STAGES, knob_lines, recommended
 from slimsearch.search.pareto import hypervolume
 
 # Hypervolume reference point in normalised objectives (all minimised):
@@ -139,7 +139,7 @@ def picks(front: pd.DataFrame, teacher: dict[str, Any]) -> dict[str, Pick | None
 
 def stage_seconds(trials: pd.DataFrame) -> pd.DataFrame:
     """Seconds per trial in each stage, plus the engine's own bookkeeping (duration minus the stages)."""
-    stages = ["seconds_build", "seconds_latency", "seconds_finetune", "seconds_evaluate"]
+    stages = [f"seconds_{name}" for name in STAGES]
     frame = trials[["trial", "state", *stages, "duration_s"]].copy()
     frame[stages] = frame[stages].astype(float).fillna(0.0)
     frame["seconds_engine"] = (frame["duration_s"].astype(float) - frame[stages].sum(axis=1)).clip(lower=0.0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from slimsearch.evaluators.macs import FLAG_NOTES
 from slimsearch.reports.data import knob_lines
 
 CSS = """
@@ -149,9 +150,11 @@ def pick_card(pick, title: str, why: str, teacher: dict[str, Any]) -> str:
 _COLUMNS = [  # (header, column, format): the outcome first, then knobs and note, then the details
     ("trial", "trial", "d"), ("val acc", "accuracy", ".2%"), ("test acc", "test_accuracy", ".2%"),
     ("latency ms", "latency_ms", ".3f"), ("speed-up", "speedup", ".2f"), ("size KiB", "size_kib", ",.1f"),
+    ("MACs ×", "macs_ratio", ".2f"),
 ]
 _DETAILS = [
-    ("IQR ms", "latency_iqr_ms", ".3f"), ("params", "params_count", ",.0f"), ("build s", "seconds_build", ".2f"),
+    ("IQR ms", "latency_iqr_ms", ".3f"), ("params", "params_count", ",.0f"), ("params ×", "params_ratio", ".2f"),
+    ("MACs", "macs", ",.0f"), ("build s", "seconds_build", ".2f"), ("compile s", "seconds_compile", ".2f"),
     ("latency s", "seconds_latency", ".2f"), ("fine-tune s", "seconds_finetune", ".2f"),
     ("evaluate s", "seconds_evaluate", ".2f"), ("total s", "duration_s", ".2f"),
 ]
@@ -174,7 +177,10 @@ def trials_table(trials: pd.DataFrame, status: pd.Series) -> str:
         pill = f'<td class="text" data-v="{esc(state)}"><span class="pill {esc(state).replace(" ", "-")}">{esc(state)}</span></td>'
         knobs = "<br>".join(esc(line) for line in knob_lines(row["candidate"], row.get("exit_shares")))
         reason = row["stopped_early"] if isinstance(row["stopped_early"], str) else row["fail_reason"]
-        note = esc(reason) if isinstance(reason, str) else ""
+        notes = [reason] if isinstance(reason, str) else []
+        if isinstance(row.get("flags"), str) and row["flags"]:
+            notes += [FLAG_NOTES.get(flag, flag) for flag in row["flags"].split(",")]
+        note = esc("; ".join(notes))
         details = "".join(_cell(row[column], spec) for _, column, spec in _DETAILS)
         rows.append(f"<tr>{cells[0]}{pill}{''.join(cells[1:])}<td class=\"text knobs\">{knobs}</td>"
                     f'<td class="text reason" data-v="{note}">{note}</td>{details}</tr>')
@@ -201,7 +207,7 @@ def environment(env: dict[str, Any]) -> str:
         ("machine", env.get("machine")), ("platform", env.get("platform")),
         ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} logical cores)"), ("GPU", env.get("gpu") or "none used"),
         ("runtime", f"{env.get('runtime')} on {env.get('device')}"), ("batch size", env.get("batch_size")),
-        ("threads", env.get("threads")),
+        ("threads", env.get("threads")), ("training on", env.get("training_device") or "cpu"),
         ("timing protocol", ", ".join(f"{key} {value}" for key, value in latency.items())),
         ("Python", env.get("python")),
         ("versions", ", ".join(f"{name} {version or '–'}" for name, version in versions.items())),

@@ -30,25 +30,40 @@ def knob_summary(candidate_json: str) -> str:
     exits = {stage: t for stage, t in choices.get("exits", {}).items() if stage != "criterion" and t != "off"}
     if exits:
         parts.append("exit " + ",".join(f"{stage}@{t:g}" for stage, t in exits.items()))
+    precision = choices.get("precision", {}).get("dtype")
+    if precision and precision != "float32":
+        parts.append(precision)
     distill = choices.get("distill")
     if distill:
         parts.append(f"T {distill['temperature']:.1f} α {distill['alpha']:.2f}")
     return "; ".join(parts)
 
 
+def _macs_cell(row) -> str:
+    """The MACs ratio, marked when MACs fell but latency did not (evaluators/macs.py)."""
+    ratio = getattr(row, "macs_ratio", None)
+    if ratio is None or pd.isna(ratio):
+        return "-"
+    return f"{ratio:.2f}" + (" !" if getattr(row, "flags", "") else "")
+
+
 def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
     table = Table(title=f"Pareto front: {len(front)} models under the {budget} latency budget")
-    for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB"):
+    if "flags" in front and front["flags"].fillna("").astype(bool).any():
+        from slimsearch.evaluators.macs import FLAG_MACS_NOT_LATENCY, FLAG_NOTES
+
+        table.caption = f"MACs × is MACs over the teacher's; ! {FLAG_NOTES[FLAG_MACS_NOT_LATENCY]}"
+    for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB", "MACs ×"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     # The knobs wrap inside their column, so the figures beside them always show in full.
     table.add_column("knobs", overflow="fold", ratio=1)
     if teacher:
         table.add_row("teacher", f"{teacher['val_accuracy']:.2%}", f"{teacher['test_accuracy']:.2%}",
                       f"{teacher['latency_ms']:.3f}", f"{teacher['latency_iqr_ms']:.3f}", "1.00x",
-                      f"{teacher['size_bytes'] / 1024:.1f}", "-", style="dim")
+                      f"{teacher['size_bytes'] / 1024:.1f}", "1.00", "-", style="dim")
     for row in front.itertuples():
         table.add_row(str(row.trial), f"{row.accuracy:.2%}",
                       f"{row.test_accuracy:.2%}" if pd.notna(row.test_accuracy) else "-",
                       f"{row.latency_ms:.3f}", f"{row.latency_iqr_ms:.3f}", f"{row.speedup:.2f}x",
-                      f"{row.size_bytes / 1024:.1f}", knob_summary(row.candidate))
+                      f"{row.size_bytes / 1024:.1f}", _macs_cell(row), knob_summary(row.candidate))
     return table

@@ -52,7 +52,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     st.prepare_run_dir(run_dir)
     with st.run_lock(run_dir):
         task = task or create_task(config.task, seed=config.seed)
-        space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+        space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
         storage_url = config.storage or st.default_storage_url(run_dir)
         expected = st.fingerprint(config, space.signature())
         existing = _load_existing(st.open_storage(storage_url), config.run_name)
@@ -327,7 +327,7 @@ def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None)
     _split_threads(config.jobs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = create_task(config.task, seed=config.seed)
-    space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+    space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
     context = TrialContext.create(config, task, space, Path(run_dir))
     console = Console(stderr=True, quiet=True)  # the driver reports for the whole search
     try:

@@ -31,8 +31,11 @@ def environment_info(config: SearchConfig) -> dict:
     """A record kept with the study, so every figure can be read with its conditions."""
     import torch
 
+    from slimsearch.evaluators.compute import compute_device
+
     target = config.target
-    gpu = torch.cuda.get_device_name(0) if target.device == "cuda" and torch.cuda.is_available() else None
+    uses_gpu = target.device == "cuda" or compute_device() == "cuda"
+    gpu = torch.cuda.get_device_name(0) if uses_gpu and torch.cuda.is_available() else None
     return {
         "machine": platform.node(),
         "platform": platform.platform(),
@@ -45,5 +48,6 @@ def environment_info(config: SearchConfig) -> dict:
         "device": target.device,
         "batch_size": target.batch_size,
         "threads": target.threads,
+        "training_device": compute_device(),
         "latency": config.to_dict()["latency"],
     }

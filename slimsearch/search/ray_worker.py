@@ -43,7 +43,7 @@ def trial_context(config_data: dict, run_dir: str):
         # Ray gives a trial `cpus_per_trial` cores; torch's pool would otherwise take the machine.
         torch.set_num_threads(max(1, int(config.ray.cpus_per_trial)))
         task = create_task(config.task, seed=config.seed)
-        space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+        space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
         _contexts[key] = TrialContext.create(config, task, space, Path(run_dir))
     return _contexts[key]
 

@@ -20,11 +20,14 @@ import torch
 
 from slimsearch.config import SearchConfig, default_cache_dir
 from slimsearch.evaluators import latency as latency_eval
+from slimsearch.evaluators import runtimes
 from slimsearch.evaluators.accuracy import accuracy
+from slimsearch.evaluators.compute import compute_device, use_device
 from slimsearch.evaluators.deploy import export_onnx
 from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
 from slimsearch.evaluators.latency_cache import LatencyCache, architecture_key
 from slimsearch.evaluators.latency_worker import IsolatedMeasurer
+from slimsearch.evaluators.macs import record_compute
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import fit, teacher_logits
@@ -36,7 +39,7 @@ from slimsearch.spaces.optuna_adapter import suggest_candidate
 from slimsearch.tasks.base import Task
 from slimsearch.techniques import build_student
 from slimsearch.techniques.exits import exit_outcomes
-from slimsearch.techniques.quantization import calibrate, fold, quantized_layers
+from slimsearch.techniques.quantization import calibrate
 
 WEIGHTS_ATTR = "weights_artifact"
 
@@ -54,8 +57,9 @@ class TrialContext:
     """What every trial of a search shares; built once per process.
 
     On ONNX Runtime, latency is timed by an `IsolatedMeasurer` (a process that never trains, see
-    evaluators/latency_worker.py). Eager torch can only be timed where the model lives, so with
-    `runtime = "torch"` it is timed in this process, beside the training it did.
+    evaluators/latency_worker.py). The torch runtimes (eager, torch-compile, cudagraph) can only
+    be timed where the model lives, so they are timed in this process, beside the training it did.
+    Training and evaluation run on `device` (finetune.device; the GPU when there is one).
     """
 
     config: SearchConfig
@@ -66,6 +70,7 @@ class TrialContext:
     measurer: IsolatedMeasurer | None = None
     teacher_runner: Callable[[], None] | None = None
     cache_hits: int = 0  # measurements answered by the latency cache, for the trial's record
+    device: str = "cpu"
 
     @functools.cached_property
     def latency_cache(self) -> LatencyCache:
@@ -76,9 +81,10 @@ class TrialContext:
         settings = latency_settings(config)
         # Here, not at the CLI: it is the machine that times trials that must have the target device.
         latency_eval.check_target_available(settings)
+        use_device(config.finetune.device)  # teacher logits, sensitivity and evaluation follow it
         logits = teacher_logits(task.teacher, task.train.tensors[0], cache_dir=default_cache_dir() / "logits")
-        context = cls(config, task, space, run_dir, logits)
-        if settings.runtime == "onnxruntime":
+        context = cls(config, task, space, run_dir, logits, device=compute_device())
+        if settings.runtime in latency_eval.ORT_RUNTIMES:
             # Each process exports its own copy, so parallel workers never write one file at once.
             workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
             teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx")
@@ -93,8 +99,8 @@ class TrialContext:
         """Real validation inputs: early-exit models are timed on these, one at a time."""
         return self.task.val.tensors[0][:self.config.latency.exit_samples]
 
-    def measure(self, student: torch.nn.Module, workdir: Path, *,
-                lower_bound: bool = False) -> tuple[latency_eval.PairedMeasurement, dict[str, float] | None]:
+    def measure(self, student: torch.nn.Module, workdir: Path, *, lower_bound: bool = False,
+                stage: _Stages | None = None) -> tuple[latency_eval.PairedMeasurement, dict[str, float] | None]:
         """Student and teacher timed in one window, under the machine-wide measurement lock;
         with the share of samples leaving at each exit for an early-exit student (else None).
 
@@ -102,54 +108,79 @@ class TrialContext:
         quantized layers (activation ranges calibrated on training inputs), plain ONNX otherwise;
         an early-exit student as its segments and runner, on real samples one at a time.
         `lower_bound` sends every sample out at the first exit: the fastest the student can be,
-        whatever its (not yet trained) heads will say.
+        whatever its (not yet trained) heads will say. Compiling, capturing or building the
+        runtime's session is charged to `stage`'s "compile" stage, not to latency.
         """
         if is_early_exit(student):
-            return self._measure_exits(student, workdir, lower_bound)
-        return self._measure_fixed(student, workdir), None
+            measured, shares, prepare_seconds = self._measure_exits(student, workdir, lower_bound)
+        else:
+            (measured, prepare_seconds), shares = self._measure_fixed(student, workdir), None
+        if stage is not None:
+            stage.move("compile", prepare_seconds)
+        return measured, shares
 
     def _measure_exits(self, student, workdir: Path, lower_bound: bool):
         thresholds = [0.0] * len(student.thresholds) if lower_bound else None
         if self.measurer is not None:
             folder = workdir / "exits"
             export_early_exit(student, self.task.example_input, folder, calibration_inputs=self.task.train.tensors[0])
-            return self.measurer.measure_exits(folder, thresholds)
+            return (*self.measurer.measure_exits(folder, thresholds), self.measurer.last_prepare_seconds)
+        # The torch runtimes: the deployed form with its segments compiled or captured one by one
+        # (evaluators/runtimes.py), against the teacher prepared the same way, sample by sample.
         settings = latency_settings(self.config)
-        deployed = copy.deepcopy(fold(student) if quantized_layers(student) else student).eval().to(settings.device)
-        teacher = copy.deepcopy(self.task.teacher).eval().to(settings.device)
-        if thresholds is not None:
-            deployed.thresholds = thresholds
         rows = [row.unsqueeze(0).to(settings.device) for row in self.latency_samples]
+        started = time.perf_counter()
+        deployed = runtimes.deployed_torch_model(student, settings.device)
+        exits = runtimes.early_exit_part(deployed)
+        if thresholds is not None:
+            exits.thresholds = thresholds
+        shares = _exit_shares(deployed, exits, torch.cat(rows))  # before its segments become batch-1 graphs
+        student_run = runtimes.prepare_module(deployed, rows[0], settings.runtime, settings.device)
+        teacher_run = self._per_sample_teacher(rows[0])
+        prepare_seconds = time.perf_counter() - started
 
-        def run(model: torch.nn.Module, i: int) -> None:
+        def run(model, i: int) -> None:
             with torch.inference_mode():
                 model(rows[i])
 
-        paired = latency_eval.measure_pair_per_sample(lambda i: run(deployed, i), lambda i: run(teacher, i),
+        paired = latency_eval.measure_pair_per_sample(lambda i: run(student_run, i), lambda i: run(teacher_run, i),
                                                       len(rows), settings)
-        with torch.inference_mode():
-            _, taken = exit_outcomes(deployed.exit_logits(torch.cat(rows)), deployed.thresholds, deployed.criterion)
-        names = [*deployed.exit_points, "final"]
-        return paired, {name: float((taken == index).float().mean()) for index, name in enumerate(names)}
+        return paired, shares, prepare_seconds
 
-    def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
+    def _per_sample_teacher(self, row: torch.Tensor):
+        """The teacher as the torch runtime runs it one sample at a time (prepared once)."""
+        if getattr(self, "_teacher_per_sample", None) is None:
+            settings = latency_settings(self.config)
+            deployed = runtimes.deployed_torch_model(self.task.teacher, settings.device)
+            self._teacher_per_sample = runtimes.prepare_module(deployed, row, settings.runtime, settings.device)
+        return self._teacher_per_sample
+
+    def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> tuple[latency_eval.PairedMeasurement, float]:
+        settings = latency_settings(self.config)
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
                                         calibration_inputs=self.task.train.tensors[0])
-            key = architecture_key(onnx_path, latency_settings(self.config))
+            key = architecture_key(onnx_path, settings)
             cached = self.latency_cache.get(key)
             if cached is not None:
                 self.cache_hits += 1
-                return cached
+                return cached, 0.0
             measured = self.measurer.measure_pair(onnx_path)
             self.latency_cache.put(key, measured)
-            return measured
-        # On eager torch the deployed form is the plain model with its weights quantized (the
-        # fake-quant arithmetic is training scaffolding, not what would run).
-        settings = latency_settings(self.config)
-        deployed = fold(student) if quantized_layers(student) else student
-        runner = latency_eval.make_runner(deployed, self.task.example_input, settings)
-        return latency_eval.measure_pair(runner, self.teacher_runner, settings)
+            return measured, self.measurer.last_prepare_seconds
+        # The torch runtimes time the deployed form (fake-quant folded into plain weights, the
+        # model's precision applied, compiled or captured): see evaluators/runtimes.py. Compiling
+        # costs far more than timing, so those runtimes reuse a measured architecture's latency.
+        key = runtimes.architecture_key(student, settings) if settings.runtime != "torch" else None
+        cached = self.latency_cache.get(key) if key else None
+        if cached is not None:
+            self.cache_hits += 1
+            return cached, 0.0
+        runner = latency_eval.make_runner(student, self.task.example_input, settings)
+        measured = latency_eval.measure_pair(runner, self.teacher_runner, settings)
+        if key:
+            self.latency_cache.put(key, measured)
+        return measured, runner.prepare_seconds
 
     def close(self) -> None:
         if self.measurer is not None:
@@ -185,6 +216,14 @@ class _Stages:
             if self._open:
                 self._open[-1][1] = time.perf_counter()
 
+    def move(self, name: str, seconds: float) -> None:
+        """Charge `seconds` of the stage running now to stage `name` (a part of it measured inside)."""
+        if seconds <= 0:
+            return
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        if self._open:
+            self._open[-1][1] += seconds
+
     def _charge_innermost(self) -> None:
         now = time.perf_counter()
         name, began = self._open[-1]
@@ -214,13 +253,14 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         calibrate(student, task.train.tensors[0])  # activation ranges of quantized layers; else a no-op
         size_bytes = packed_size_bytes(student)
     trial.set_user_attr("params_count", parameter_count(student))
+    record_compute(trial, student, task.teacher, task.example_input)  # MACs and parameters against the teacher
 
     with tempfile.TemporaryDirectory(prefix="slimsearch-trial-") as tmp:
         workdir = Path(tmp)
         with stage("latency"):
             # An early-exit student's latency depends on what its heads will say once trained;
             # before that, the only honest figure is its lower bound (everyone leaves first).
-            first, first_shares = context.measure(student, workdir, lower_bound=True)
+            first, first_shares = context.measure(student, workdir, lower_bound=True, stage=stage)
         violation = config.latency_budget.violation(first.student.value_ms, first.teacher.value_ms)
         if violation > config.latency.margin:
             # Latency-first: no fine-tuning for a candidate that cannot be feasible. Its
@@ -240,7 +280,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             fit(student, task.train, epochs=config.finetune.epochs, lr=config.finetune.lr,
                 batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
                 temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
-                seed=finetune_seed(config.seed, candidate),
+                seed=finetune_seed(config.seed, candidate), device=context.device, autocast=config.finetune.autocast,
                 checkpoint=config.finetune.screen_epochs if screen else None, on_checkpoint=screen)
             screened_out = screen is not None and screen.screened_out
             if not screened_out:
@@ -257,7 +297,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         with stage("latency"):
             # The final model is exported again (BatchNorm statistics and weights updated); when
             # it deploys to the graph already timed, the latency cache answers without timing.
-            final, exit_shares = context.measure(student, workdir)
+            final, exit_shares = context.measure(student, workdir, stage=stage)
         violation = config.latency_budget.violation(final.student.value_ms, final.teacher.value_ms)
         trial.set_user_attr("onnx_bytes", _deployed_bytes(workdir))
         if exit_shares is not None:
@@ -290,6 +330,15 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
     return Screen(trial, epochs=context.config.finetune.screen_epochs,
                   latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
                   evaluate=evaluate, always_promote=bool(trial.user_attrs.get("warm_start")))
+
+
+def _exit_shares(deployed: torch.nn.Module, exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, float]:
+    """The share of `inputs` leaving at each exit of a deployed early-exit model ("final" last)."""
+    dtype = next(exits.parameters()).dtype  # the exits compute in the model's precision
+    with torch.inference_mode():
+        _, taken = exit_outcomes(exits.exit_logits(inputs.to(dtype)), exits.thresholds, exits.criterion)
+    names = [*exits.exit_points, "final"]
+    return {name: float((taken == index).float().mean()) for index, name in enumerate(names)}
 
 
 def _deployed_bytes(workdir: Path) -> int | None:

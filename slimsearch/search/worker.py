@@ -43,7 +43,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
 
     st.prepare_run_dir(run_dir)
     task = create_task(config.task, seed=config.seed)
-    space = Space.discover(task.teacher, task.example_input, config.space)
+    space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
     st.check_fingerprint(study, st.fingerprint(config, space.signature()), run_dir)
     if not (run_dir / st.RUN_FILE).exists():  # a new machine: `front` and `report` work from here too
         st.write_run_file(run_dir, storage_url=storage_url, study_name=study_name, config=config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimsearch.config import SpaceConfig
+from slimsearch.config import SpaceConfig, TargetConfig
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.knobs import Domain, FloatRange, Knob, Untouched, create_family
 
@@ -40,9 +41,11 @@ class Space:
 
     @classmethod
     def discover(cls, model: nn.Module, example_input: torch.Tensor, settings: SpaceConfig | None = None, *,
-                 batch_size: int = 1) -> Space:
-        """Ask every enabled family which knobs it offers on `model` (served at `batch_size`)."""
+                 batch_size: int = 1, target: TargetConfig | None = None) -> Space:
+        """Ask every enabled family which knobs it offers on `model`, served on `target` (its batch
+        size overrides `batch_size`; without a target, half precision is not offered)."""
         settings = settings or SpaceConfig()
+        batch_size = target.batch_size if target is not None else batch_size
         knobs: list[Knob] = []
         untouched: list[Untouched] = []
         for name in settings.families:
@@ -50,7 +53,16 @@ class Space:
                 # A batch leaves together or not at all: exits pay off one sample at a time.
                 untouched.append(Untouched(name, "*", f"early exits serve one sample at a time; target.batch_size is {batch_size}"))
                 continue
-            found, skipped = create_family(name).discover(model, example_input, settings)
+            family_settings = settings
+            if name == "precision":
+                searched = settings.searched_precisions(target) if target is not None else ("float32",)
+                if searched == ("float32",):
+                    where = "no target was given" if target is None else f"the target is {target.runtime} on {target.device}"
+                    untouched.append(Untouched(name, "*", f"half precision is searched on CUDA targets with runtime torch, "
+                                                          f"torch-compile or cudagraph; {where}"))
+                    continue
+                family_settings = dataclasses.replace(settings, precisions=searched)
+            found, skipped = create_family(name).discover(model, example_input, family_settings)
             knobs += found
             untouched += skipped
         return cls(tuple(knobs), tuple(untouched), settings.granularity)

@@ -2,9 +2,9 @@
 
 `build_student` applies a candidate's families in a fixed order: architecture substitutions
 first (separable, low-rank), then pruning (so pruned channels are those of the final layers),
-then quantization (it wraps the final layers, still under the teacher's layer names), and
-early exits last: cutting the network into segments renames its modules, and the exit heads
-need the pruned widths.
+then quantization (it wraps the final layers, still under the teacher's layer names), then
+early exits: cutting the network into segments renames its modules, and the exit heads need
+the pruned widths. Execution precision comes last: it only marks the finished model.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from torch import nn
 
 from slimsearch.config import SpaceConfig
 from slimsearch.spaces.candidate import Candidate
-from slimsearch.techniques import exits, lowrank, pruning, quantization, separable
+from slimsearch.techniques import exits, lowrank, precision, pruning, quantization, separable
 
-APPLY_ORDER = ("separable", "lowrank", "prune", "quant", "exits")
+APPLY_ORDER = ("separable", "lowrank", "prune", "quant", "exits", "precision")
 
 Transform = Callable[..., nn.Module]
 _TRANSFORMS: dict[str, Transform] = {}
@@ -38,6 +38,7 @@ register_transform("prune", lambda model, choices, *, example_input, settings: p
 register_transform("quant", lambda model, choices, *, example_input, settings: quantization.apply(model, choices))
 register_transform("separable", lambda model, choices, *, example_input, settings: separable.apply(model, choices))
 register_transform("lowrank", lambda model, choices, *, example_input, settings: lowrank.apply(model, choices))
+register_transform("precision", lambda model, choices, *, example_input, settings: precision.apply(model, choices))
 register_transform("exits", lambda model, choices, *, example_input, settings: exits.apply(
     model, choices, example_input=example_input))
 

@@ -65,6 +65,18 @@ def _cuda_onnxruntime() -> str | None:
     return "ONNX Runtime has CUDA here" if "CUDAExecutionProvider" in ort.get_available_providers() else None
 
 
+def _cuda_torch() -> str | None:
+    import torch
+
+    return "torch has CUDA here" if torch.cuda.is_available() else None
+
+
+def _tensorrt_onnxruntime() -> str | None:
+    import onnxruntime as ort
+
+    return "ONNX Runtime has TensorRT here" if "TensorrtExecutionProvider" in ort.get_available_providers() else None
+
+
 def _search(**settings):
     return lambda ctx: slimsearch.search(**settings)
 
@@ -129,8 +141,22 @@ CASES = [
          "cannot write to run folder '…': part of that path is a file, not a folder",
          cli=("run", "--runs-dir", "{file}"), names=("{file}/digits",), id="runs-dir-unwritable"),
     Case("`slimsearch run --runtime`", "unknown runtime",
-         "target.runtime must be one of 'onnxruntime', 'torch', but got runtime='tensorrt'",
-         cli=("run", "--runtime", "tensorrt"), id="runtime"),
+         "target.runtime must be one of 'onnxruntime', 'onnxruntime-tensorrt', 'torch', 'torch-compile', 'cudagraph', "
+         "but got runtime='tensorrt'", cli=("run", "--runtime", "tensorrt"), id="runtime"),
+    Case("`slimsearch run --runtime`", "a CUDA-only runtime on a CPU target",
+         "target.runtime='cudagraph' runs on CUDA GPUs only, but got device='cpu'; allowed on device='cpu': runtime "
+         "'onnxruntime', 'torch', 'torch-compile' (or device='cuda')", cli=("run", "--runtime", "cudagraph"),
+         id="runtime-cudagraph-cpu"),
+    Case("`slimsearch run --runtime`", "CUDA graphs on a machine without a CUDA GPU",
+         "target.device='cuda' with runtime='cudagraph', but torch sees no CUDA GPU on this machine "
+         "(torch.cuda.is_available() is False); allowed here: device='cpu'",
+         cli=("run", *FAST, "--runs-dir", "{tmp}", "--runtime", "cudagraph", "--device", "cuda"), skip=_cuda_torch,
+         id="runtime-cudagraph-no-gpu"),
+    Case("`slimsearch run --runtime`", "ONNX Runtime's TensorRT provider where onnxruntime-gpu is not installed",
+         "target.device='cuda' with runtime='onnxruntime-tensorrt', but ONNX Runtime offers only …; allowed here: "
+         "runtime='onnxruntime' with device='cpu' or 'cuda' (or install onnxruntime-gpu",
+         cli=("run", *FAST, "--runs-dir", "{tmp}", "--runtime", "onnxruntime-tensorrt", "--device", "cuda"),
+         skip=_tensorrt_onnxruntime, id="runtime-tensorrt-missing"),
     Case("`slimsearch run --device`", "unknown device", "target.device must be one of 'cpu', 'cuda', but got device='tpu'",
          cli=("run", "--device", "tpu"), id="device-unknown"),
     Case("`slimsearch run --device`", "cuda on a machine whose runtime has no CUDA",
@@ -153,6 +179,20 @@ CASES = [
     Case("TOML `[finetune] screen_epochs`", "negative",
          "finetune.screen_epochs must be a finite number >= 0, but got screen_epochs=-1",
          toml={"task": "digits", "finetune": {"screen_epochs": -1}}, id="screen-epochs-negative"),
+    Case("TOML `[space] precisions`", "half precision on a CPU target",
+         "space.precisions holds 'float16', which runs on device='cuda' with runtime 'torch', 'torch-compile', "
+         "'cudagraph' only, but the target is runtime='onnxruntime' on device='cpu'; allowed here: precisions=['float32']",
+         toml={"task": "digits", "space": {"precisions": ["float32", "float16"]}}, id="precisions-half-on-cpu"),
+    Case("TOML `[space] precisions`", "unknown precision",
+         "space.precisions must be one of 'float32', 'float16', 'bfloat16', but got precisions='fp8'",
+         toml={"task": "digits", "space": {"precisions": ["fp8"]}}, id="precisions-unknown"),
+    Case("TOML `[finetune] device`", "unknown device",
+         "finetune.device must be one of 'auto', 'cpu', 'cuda', but got device='gpu'",
+         toml={"task": "digits", "finetune": {"device": "gpu"}}, id="finetune-device-unknown"),
+    Case("TOML `[finetune] device`", "cuda on a machine without a CUDA GPU",
+         "finetune.device='cuda', but torch sees no CUDA GPU on this machine (torch.cuda.is_available() is False); "
+         "allowed here: device='cpu' or 'auto'", toml={**FAST_TOML, "finetune": {"device": "cuda"}}, skip=_cuda_torch,
+         id="finetune-device-cuda-missing"),
     Case("`slimsearch run`", "an unknown flag", "No such option: --budget", cli=("run", "--budget", "1ms"),
          id="flag-unknown"),
     Case("`slimsearch run CONFIG`", "config file that does not exist", "config file '…' does not exist",

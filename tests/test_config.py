@@ -62,3 +62,34 @@ def test_unknown_toml_key_lists_the_allowed_keys(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_toml(path)
     assert "unknown key 'budget'" in str(error.value) and "latency_budget" in str(error.value)
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"target": {"runtime": "cudagraph"}}, "target.runtime='cudagraph' runs on CUDA GPUs only, but got device='cpu'; "
+                                          "allowed on device='cpu': runtime 'onnxruntime', 'torch', 'torch-compile'"),
+    ({"target": {"runtime": "onnxruntime-tensorrt"}}, "target.runtime='onnxruntime-tensorrt' runs on CUDA GPUs only"),
+    ({"space": {"precisions": ["float32", "float16"]}}, "space.precisions holds 'float16', which runs on device='cuda' "
+                                                        "with runtime 'torch', 'torch-compile', 'cudagraph' only"),
+    ({"target": {"device": "cuda", "runtime": "onnxruntime"}, "space": {"precisions": ["bfloat16"]}},
+     "but the target is runtime='onnxruntime' on device='cuda'; allowed here: precisions=['float32']"),
+    ({"space": {"precisions": ["float8"]}}, "space.precisions must be one of 'float32', 'float16', 'bfloat16'"),
+    ({"space": {"precisions": []}}, "space.precisions must list distinct precisions"),
+    ({"finetune": {"device": "gpu"}}, "finetune.device must be one of 'auto', 'cpu', 'cuda', but got device='gpu'"),
+    ({"finetune": {"autocast": "yes"}}, "finetune.autocast must be true or false"),
+])
+def test_gpu_only_settings_on_a_cpu_target_are_refused_with_what_is_allowed(settings, fragment):
+    with pytest.raises(ConfigError) as error:
+        SearchConfig.from_mapping(settings)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_half_precision_is_searched_by_default_on_gpu_torch_targets_only():
+    from slimsearch.config import TargetConfig
+
+    cpu, gpu_space = SearchConfig(), SearchConfig.from_mapping({"target": {"device": "cuda", "runtime": "torch-compile"}})
+    assert cpu.space.searched_precisions(cpu.target) == ("float32",)
+    assert gpu_space.space.searched_precisions(gpu_space.target) == ("float32", "float16", "bfloat16")
+    chosen = SearchConfig.from_mapping({"target": {"device": "cuda", "runtime": "cudagraph"},
+                                        "space": {"precisions": ["float16"]}})
+    assert chosen.space.searched_precisions(chosen.target) == ("float16",)
+    assert not TargetConfig(device="cuda", runtime="onnxruntime").runs_half

@@ -17,7 +17,9 @@ def accuracy_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def accuracy(model: nn.Module, split: TensorDataset, *, device: str = "cpu") -> float:
-    """Top-1 accuracy in [0, 1]; NaN if the model produced non-finite logits."""
+def accuracy(model: nn.Module, split: TensorDataset, *, device: str | None = None) -> float:
+    """Top-1 accuracy in [0, 1]; NaN if the model produced non-finite logits. Computed on `device`
+    (default: this process's compute device, the GPU in a search that has one) in the precision
+    the model deploys in."""
     inputs, labels = split.tensors
     return accuracy_from_logits(predict_logits(model, inputs, device=device), labels)

@@ -228,11 +228,20 @@ def gpu_work(device: str | torch.device) -> Iterator[None]:
     `--jobs N` trials sharing one GPU never run kernels under another's timing. The work is
     finished (synchronised) before the lock is released: kernels run after their launch returns.
     A no-op off CUDA, and inside this thread's own measurement."""
-    import fcntl
-
     if torch.device(device).type != "cuda" or (_holder and _holder[0] == threading.get_ident()):
         yield
         return
+    with shared_lock():
+        yield
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def shared_lock() -> Iterator[None]:
+    """The machine-wide latency lock taken shared: beside other shared holders, never beside a
+    measurement. Behind the gate, so a measurement waiting for the lock goes first."""
+    import fcntl
+
     path, gate_path = _lock_paths()
     if _shared_fds.get("path") != path:  # first use, or the lock file was moved (tests)
         for key in ("lock", "gate"):
@@ -248,7 +257,6 @@ def gpu_work(device: str | torch.device) -> Iterator[None]:
         fcntl.flock(gate, fcntl.LOCK_UN)
     try:
         yield
-        torch.cuda.synchronize()
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -50,19 +50,21 @@ class HalfLayer(nn.Module):
         return self.layer(x.half()).to(x.dtype)
 
 
-def deployed_torch_model(model: nn.Module, device: str) -> nn.Module:
+def deployed_torch_model(model: nn.Module, device: str, *, half_layers: bool | None = None) -> nn.Module:
     """The module a torch runtime executes for `model` (which is left as it is): fake-quant folded
-    into plain weights, 16-bit layers computed in float16 on CUDA, the model's execution precision
-    applied (techniques/precision.py), in eval mode on `device`."""
+    into plain weights, 16-bit layers computed in float16 (`half_layers`, default: on CUDA, where
+    half kernels are fast; a CPU keeps them stored-only), the model's execution precision applied
+    (techniques/precision.py), in eval mode on `device`."""
     from slimsearch.techniques.precision import execution_dtype, in_execution_dtype
     from slimsearch.techniques.quantization import fold, quantized_layers
 
+    half_layers = device == "cuda" if half_layers is None else half_layers
     layers = quantized_layers(model)
-    half_layers = [name for name, layer in layers.items() if layer.bits == 16]
+    sixteen = [name for name, layer in layers.items() if layer.bits == 16]
     deployed = fold(model) if layers else copy.deepcopy(model).cpu()
-    if device == "cuda" and half_layers and execution_dtype(model) is None:
+    if half_layers and sixteen and execution_dtype(model) is None:
         modules = dict(deployed.named_modules())
-        for name in half_layers:
+        for name in sixteen:
             parent_name, _, attribute = name.rpartition(".")
             parent = modules[parent_name] if parent_name else deployed
             setattr(parent, attribute, HalfLayer(modules[name]))

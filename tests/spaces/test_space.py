@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from slimsearch.config import SpaceConfig
+from slimsearch.config import SpaceConfig, TargetConfig
 from slimsearch.spaces import Space, list_families
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.techniques import build_student
@@ -16,9 +16,13 @@ def model():
 EXAMPLE = torch.randn(1, 1, 24, 24)
 
 
+# A target that runs every family (half precision needs CUDA and a torch runtime; nothing here runs on it).
+GPU_TARGET = TargetConfig(runtime="cudagraph", device="cuda")
+
+
 @pytest.mark.parametrize("family", list_families())
 def test_every_registered_family_discovers_knobs(model, family):
-    space = Space.discover(model, EXAMPLE, SpaceConfig(families=(family,)))
+    space = Space.discover(model, EXAMPLE, SpaceConfig(families=(family,)), target=GPU_TARGET)
     assert space.knobs and all(knob.family == family for knob in space.knobs)
 
 

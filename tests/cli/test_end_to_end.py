@@ -11,7 +11,7 @@ from slimsearch.tasks import create_task
 from tests.conftest import slimsearch_cli, write_toml
 
 FRONT_KEYS = {"trial", "accuracy", "teacher_accuracy", "latency_ms", "teacher_latency_ms", "speedup", "size_bytes",
-              "feasible", "candidate"}
+              "feasible", "candidate", "macs", "macs_ratio", "params_ratio", "flags"}
 
 
 def test_search_front_export_and_resume(tiny_settings, tmp_path):
@@ -32,6 +32,7 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
         assert record["feasible"] is True
         assert record["latency_ms"] <= 0.7 * record["teacher_latency_ms"]
         assert record["speedup"] > 1.0
+        assert record["macs_ratio"] > 0 and record["params_ratio"] > 0 and isinstance(record["flags"], list)
         choices = record["candidate"]["choices"]
         # Every family is on by default, and each front model records its choice for each.
         assert record["candidate"]["version"] == 1

@@ -74,3 +74,28 @@ def test_falls_back_to_dynamo_exporter_when_legacy_one_is_gone(tiny_model, tmp_p
     with torch.no_grad():
         expected = tiny_model(inputs)
     assert (onnx_predict(onnx_session(path, threads=1), inputs) - expected).abs().max().item() < 1e-4
+
+
+def test_execution_providers_put_tensorrt_first_and_keep_cuda_and_cpu_behind_it(tmp_path, monkeypatch):
+    from slimsearch.evaluators.deploy import execution_providers
+
+    monkeypatch.setenv("SLIMSEARCH_CACHE", str(tmp_path))
+    gpu = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("onnxruntime", "cpu", gpu) == ["CPUExecutionProvider"]
+    assert execution_providers("onnxruntime", "cuda", gpu) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    (tensorrt, options), *rest = execution_providers("onnxruntime-tensorrt", "cuda", gpu)
+    assert tensorrt == "TensorrtExecutionProvider" and rest == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options["trt_engine_cache_enable"] and (tmp_path / "tensorrt").is_dir()  # engines are built once
+
+
+@pytest.mark.parametrize(("runtime", "device", "available", "message"), [
+    ("onnxruntime-tensorrt", "cpu", ["CPUExecutionProvider"], "runs on CUDA GPUs only"),
+    ("onnxruntime-tensorrt", "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"],
+     "needs ONNX Runtime's TensorrtExecutionProvider"),
+    ("onnxruntime", "cuda", ["CPUExecutionProvider"], "needs ONNX Runtime's CUDAExecutionProvider"),
+])
+def test_missing_providers_are_named(runtime, device, available, message):
+    from slimsearch.evaluators.deploy import execution_providers
+
+    with pytest.raises(ConfigError, match=message):
+        execution_providers(runtime, device, available)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -22,12 +23,17 @@ from slimsearch.tasks.models import ResidualCNN
 from slimsearch.techniques.quantization import apply as quantize
 
 HOLD = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from slimsearch.evaluators.latency import measurement_lock, shared_lock
-    kind, seconds = sys.argv[1], float(sys.argv[2])
+    kind, hold = sys.argv[1], sys.argv[2]  # hold: seconds, or a file whose appearance ends the hold
+    print("waiting", time.time(), flush=True)
     with (measurement_lock() if kind == "measure" else shared_lock()):
         print("held", time.time(), flush=True)
-        time.sleep(seconds)
+        if os.sep in hold:
+            while not os.path.exists(hold):
+                time.sleep(0.02)
+        else:
+            time.sleep(float(hold))
     print("released", time.time(), flush=True)
 """)
 
@@ -37,8 +43,14 @@ def private_lock_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SLIMSEARCH_LATENCY_LOCK", str(tmp_path / "latency.lock"))
 
 
-def _hold(kind: str, seconds: float) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", HOLD, kind, str(seconds)], stdout=subprocess.PIPE, text=True)
+def _start(kind: str, hold) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", HOLD, kind, str(hold)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("waiting")
+    return process
+
+
+def _hold(kind: str, hold) -> subprocess.Popen:
+    process = _start(kind, hold)
     line = process.stdout.readline()
     assert line.startswith("held"), line
     return process
@@ -53,20 +65,29 @@ def test_gpu_work_waits_while_another_process_measures():
     assert waited > 0.5
 
 
-def test_many_trainers_share_but_a_measurement_waits_for_them_and_then_goes_first():
-    trainer = _hold("shared", 1.5)
-    with shared_lock():  # another trainer: no wait behind the first
+def test_many_trainers_share_but_a_measurement_waits_for_them_and_then_goes_first(tmp_path):
+    release = tmp_path / "release-trainer"
+    trainer = _hold("shared", release)
+    with shared_lock():  # a second trainer: no wait behind the first
         pass
-    started = time.time()
-    measurer = subprocess.Popen([sys.executable, "-c", HOLD, "measure", "1.0"], stdout=subprocess.PIPE, text=True)
+    measurer = _start("measure", 1.0)
     time.sleep(0.5)  # the measurement is now waiting for the trainer, holding the gate
-    with shared_lock():  # a trainer arriving now queues behind the measurement, not beside the first trainer
-        entered = time.time()
+    entered = []
+
+    def late_trainer() -> None:
+        with shared_lock():
+            entered.append(time.time())
+
+    late = threading.Thread(target=late_trainer)
+    late.start()  # a trainer arriving now must queue behind the measurement
+    time.sleep(0.5)
+    assert not entered
+    release.touch()
     measured_at = float(measurer.stdout.readline().split()[1])
+    late.join(timeout=30)
     trainer.wait(timeout=30)
     measurer.wait(timeout=30)
-    assert measured_at - started > 0.8  # the measurement waited for the running trainer...
-    assert entered > measured_at + 0.8  # ...and the late trainer waited for the measurement
+    assert entered and entered[0] > measured_at + 0.8  # it waited for the whole measurement
 
 
 def test_gpu_work_is_free_off_cuda_and_inside_ones_own_measurement():

@@ -10,6 +10,9 @@ Prints, for torchvision:resnet18 on 32x32 digits:
 Latency is the median of CUDA-event timings, teacher and student interleaved in one window
 (evaluators/latency.py); the check's own replay is timed the same way. Writes $OUT/gpu-micro.json
 when OUT is set.
+
+GPU_CHECK_DRY=1 runs every step on the CPU, eager and tiny, to catch a broken script before a
+GPU's minutes are spent on it (its figures mean nothing).
 """
 
 from __future__ import annotations
@@ -23,9 +26,23 @@ import time
 
 import torch
 
+DRY = os.environ.get("GPU_CHECK_DRY") == "1"
+DEVICE = "cpu" if DRY else "cuda"
+BATCHES = (1, 8) if DRY else (1, 256)
+EPOCH = 0.02 if DRY else 1.0
+
+
+def runtime(name: str) -> str:
+    return "torch" if DRY else name
+
 
 def plain_replay_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 300) -> float:
     """A CUDA graph captured and replayed with nothing of slimsearch in between: the reference."""
+    if DRY:
+        with torch.inference_mode():
+            started = time.perf_counter()
+            model(x)
+            return (time.perf_counter() - started) * 1e3
     model = copy.deepcopy(model).eval().cuda()
     x = x.cuda()
     stream = torch.cuda.Stream()
@@ -62,7 +79,7 @@ def epoch_seconds(model: torch.nn.Module, data, device: str, threads: int | None
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        fit(copy.deepcopy(model), data, epochs=1.0, lr=1e-3, device=device, autocast=True)
+        fit(copy.deepcopy(model), data, epochs=EPOCH, lr=1e-3, device=device, autocast=True)
         if device == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - started
@@ -77,43 +94,44 @@ def main() -> int:
     from slimsearch.tasks import create_task
     from slimsearch.techniques import build_student
 
-    assert torch.cuda.is_available(), "gpu_check.py needs a CUDA GPU"
+    assert DRY or torch.cuda.is_available(), "gpu_check.py needs a CUDA GPU (GPU_CHECK_DRY=1: a dry run on the CPU)"
     started = time.time()
     task = create_task("torchvision:resnet18")
     teacher, example = task.teacher.eval(), task.example_input
-    figures: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cpu_cores": os.cpu_count(),
-                     "date": time.strftime("%Y-%m-%d"), "teacher_ready_s": round(time.time() - started, 1)}
-    timing = {"warmup": 20, "repeats": 300, "rounds": 5}
+    figures: dict = {"gpu": "dry run" if DRY else torch.cuda.get_device_name(0), "torch": torch.__version__,
+                     "cpu_cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+                     "teacher_ready_s": round(time.time() - started, 1)}
+    timing = {"warmup": 1, "repeats": 3, "rounds": 1} if DRY else {"warmup": 20, "repeats": 300, "rounds": 5}
 
     # 1. The teacher at batch 1: the runtimes against a plain replay.
     plain = plain_replay_ms(teacher, example)
     figures["teacher_b1_plain_replay_ms"] = plain
-    for runtime in ("cudagraph", "torch-compile"):
-        settings = LatencySettings(runtime=runtime, device="cuda", batch_size=1, **timing)
+    for name in ("cudagraph", "torch-compile"):
+        settings = LatencySettings(runtime=runtime(name), device=DEVICE, batch_size=1, **timing)
         runner = make_runner(teacher, example, settings)
-        figures[f"teacher_b1_{runtime}_ms"] = measure(runner, settings).median_ms
-        figures[f"teacher_b1_{runtime}_prepare_s"] = round(runner.prepare_seconds, 2)
-        figures[f"teacher_b1_{runtime}_vs_plain"] = figures[f"teacher_b1_{runtime}_ms"] / plain
-    eager = LatencySettings(runtime="torch", device="cuda", batch_size=1, **timing)
+        figures[f"teacher_b1_{name}_ms"] = measure(runner, settings).median_ms
+        figures[f"teacher_b1_{name}_prepare_s"] = round(runner.prepare_seconds, 2)
+        figures[f"teacher_b1_{name}_vs_plain"] = figures[f"teacher_b1_{name}_ms"] / plain
+    eager = LatencySettings(runtime="torch", device=DEVICE, batch_size=1, **timing)
     figures["teacher_b1_eager_ms"] = measure(make_runner(teacher, example, eager), eager).median_ms
 
     # 2. Pruned 50% (every prunable group), and half precision, against the teacher in one window each.
     space = Space.discover(teacher, example, SpaceConfig(families=("prune",)))
     pruned = build_student(Candidate({"prune": {knob.target: 0.5 for knob in space.knobs}}), teacher, example)
-    for batch in (1, 256):
-        settings = LatencySettings(runtime="cudagraph", device="cuda", batch_size=batch, **timing)
+    for batch, label in zip(BATCHES, ("b1", "b256")):
+        settings = LatencySettings(runtime=runtime("cudagraph"), device=DEVICE, batch_size=batch, **timing)
         pair = measure_pair(make_runner(pruned, example, settings), make_runner(teacher, example, settings), settings)
-        figures[f"pruned50_b{batch}_cudagraph_speedup"] = pair.speedup
-        figures[f"pruned50_b{batch}_cudagraph_ms"] = pair.student.median_ms
-        figures[f"teacher_b{batch}_cudagraph_ms"] = pair.teacher.median_ms
-    settings = LatencySettings(runtime="cudagraph", device="cuda", batch_size=256, **timing)
+        figures[f"pruned50_{label}_cudagraph_speedup"] = pair.speedup
+        figures[f"pruned50_{label}_cudagraph_ms"] = pair.student.median_ms
+        figures[f"teacher_{label}_cudagraph_ms"] = pair.teacher.median_ms
+    settings = LatencySettings(runtime=runtime("cudagraph"), device=DEVICE, batch_size=BATCHES[1], **timing)
     for dtype in ("float16", "bfloat16"):
         half = build_student(Candidate({"precision": {"dtype": dtype}}), teacher, example)
         pair = measure_pair(make_runner(half, example, settings), make_runner(teacher, example, settings), settings)
         figures[f"teacher_{dtype}_b256_cudagraph_speedup"] = pair.speedup
 
     # 3. One fine-tune epoch where the GPU is, against the CPU.
-    figures["epoch_gpu_s"] = epoch_seconds(teacher, task.train, "cuda")
+    figures["epoch_gpu_s"] = epoch_seconds(teacher, task.train, DEVICE)
     figures["epoch_cpu_2_threads_s"] = epoch_seconds(teacher, task.train, "cpu", threads=2)
     figures["epoch_cpu_all_cores_s"] = epoch_seconds(teacher, task.train, "cpu", threads=os.cpu_count())
     figures["seconds"] = round(time.time() - started, 1)

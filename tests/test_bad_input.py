@@ -246,7 +246,7 @@ CASES = [
          "space.quant_modes must be one of 'uniform', 'kmeans', but got quant_modes='lloyd'",
          toml={"space": {"quant_modes": ["lloyd"]}}, id="quant-mode"),
     Case("TOML `[space] families`", "unknown family",
-         "space.families must be one of 'prune', 'distill', 'quant', 'separable', 'lowrank', 'exits', but got "
+         "space.families must be one of 'prune', 'distill', 'quant', 'separable', 'lowrank', 'exits', 'precision', but got "
          "families='magic'", toml={"space": {"families": ["prune", "magic"]}}, id="family-unknown"),
     Case("TOML `[space] families`", "a string instead of a list", "space.families must be a list, but got families='prune'",
          toml={"space": {"families": "prune"}}, id="families-string"),

@@ -160,7 +160,9 @@ def make_runner(model: nn.Module | None, example_input: torch.Tensor, settings: 
         raise ConfigError(f"latency device='cuda' with runtime={settings.runtime!r}, but torch.cuda.is_available() is False")
     from slimsearch.evaluators.runtimes import prepare
 
-    with _torch_threads(settings.threads):  # inductor's C++ takes its thread count when it compiles
+    # inductor's C++ takes its thread count when it compiles; on a GPU, compiling and capturing run
+    # kernels, which must not land in another process's measurement.
+    with _torch_threads(settings.threads), gpu_work(settings.device):
         run, seconds = prepare(model, x, settings.runtime, settings.device)
     return Runner(run, seconds)
 

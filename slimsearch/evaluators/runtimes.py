@@ -118,14 +118,23 @@ def _capture(module: nn.Module, example: torch.Tensor) -> Callable[..., object]:
 
 
 class _Unit(nn.Module):
-    """A compiled or captured callable standing in for an early-exit model's segment."""
+    """A compiled or captured callable standing in for an early-exit model's segment.
 
-    def __init__(self, run: Callable) -> None:
+    `copy_outputs`: torch.compile's CUDA graphs (reduce-overhead) may reuse an output's memory
+    once another compiled function runs, and the next segment runs right after this one with its
+    output as input; a copy keeps it valid. Our own captures have a memory pool each and need none.
+    """
+
+    def __init__(self, run: Callable, copy_outputs: bool = False) -> None:
         super().__init__()
         self.run = run
+        self.copy_outputs = copy_outputs
 
     def forward(self, x: torch.Tensor):
-        return self.run(x)
+        out = self.run(x)
+        if not self.copy_outputs:
+            return out
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
 
 
 def early_exit_part(module: nn.Module):
@@ -158,7 +167,7 @@ def prepare_module(module: nn.Module, example: torch.Tensor, runtime: str, devic
             unit = _compile(segment, device) if runtime == "torch-compile" else _capture(segment, x)
             for _ in range(3):
                 output = unit(x)
-            exits.segments[index] = _Unit(unit)
+            exits.segments[index] = _Unit(unit, copy_outputs=runtime == "torch-compile" and device == "cuda")
             if index < len(exits.segments) - 1:
                 x = output[0].clone()
     return module

@@ -130,13 +130,14 @@ class TrialContext:
         settings = latency_settings(self.config)
         rows = [row.unsqueeze(0).to(settings.device) for row in self.latency_samples]
         started = time.perf_counter()
-        deployed = runtimes.deployed_torch_model(student, settings.device)
-        exits = runtimes.early_exit_part(deployed)
-        if thresholds is not None:
-            exits.thresholds = thresholds
-        shares = _exit_shares(deployed, exits, torch.cat(rows))  # before its segments become batch-1 graphs
-        student_run = runtimes.prepare_module(deployed, rows[0], settings.runtime, settings.device)
-        teacher_run = self._per_sample_teacher(rows[0])
+        with latency_eval.gpu_work(settings.device):  # not inside another process's measurement
+            deployed = runtimes.deployed_torch_model(student, settings.device)
+            exits = runtimes.early_exit_part(deployed)
+            if thresholds is not None:
+                exits.thresholds = thresholds
+            shares = _exit_shares(deployed, exits, torch.cat(rows))  # before its segments become batch-1 graphs
+            student_run = runtimes.prepare_module(deployed, rows[0], settings.runtime, settings.device)
+            teacher_run = self._per_sample_teacher(rows[0])
         prepare_seconds = time.perf_counter() - started
 
         def run(model, i: int) -> None:

@@ -71,6 +71,7 @@ class TrialContext:
     teacher_runner: Callable[[], None] | None = None
     cache_hits: int = 0  # measurements answered by the latency cache, for the trial's record
     device: str = "cpu"
+    teacher_per_sample: Callable | None = None  # the teacher as a torch runtime runs it one sample at a time
 
     @functools.cached_property
     def latency_cache(self) -> LatencyCache:
@@ -135,7 +136,7 @@ class TrialContext:
             exits = runtimes.early_exit_part(deployed)
             if thresholds is not None:
                 exits.thresholds = thresholds
-            shares = _exit_shares(deployed, exits, torch.cat(rows))  # before its segments become batch-1 graphs
+            shares = _exit_shares(exits, torch.cat(rows))  # before its segments become batch-1 graphs
             student_run = runtimes.prepare_module(deployed, rows[0], settings.runtime, settings.device)
             teacher_run = self._per_sample_teacher(rows[0])
         prepare_seconds = time.perf_counter() - started
@@ -150,11 +151,11 @@ class TrialContext:
 
     def _per_sample_teacher(self, row: torch.Tensor):
         """The teacher as the torch runtime runs it one sample at a time (prepared once)."""
-        if getattr(self, "_teacher_per_sample", None) is None:
+        if self.teacher_per_sample is None:
             settings = latency_settings(self.config)
             deployed = runtimes.deployed_torch_model(self.task.teacher, settings.device)
-            self._teacher_per_sample = runtimes.prepare_module(deployed, row, settings.runtime, settings.device)
-        return self._teacher_per_sample
+            self.teacher_per_sample = runtimes.prepare_module(deployed, row, settings.runtime, settings.device)
+        return self.teacher_per_sample
 
     def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> tuple[latency_eval.PairedMeasurement, float]:
         settings = latency_settings(self.config)
@@ -333,7 +334,7 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
                   evaluate=evaluate, always_promote=bool(trial.user_attrs.get("warm_start")))
 
 
-def _exit_shares(deployed: torch.nn.Module, exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, float]:
+def _exit_shares(exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, float]:
     """The share of `inputs` leaving at each exit of a deployed early-exit model ("final" last)."""
     dtype = next(exits.parameters()).dtype  # the exits compute in the model's precision
     with torch.inference_mode():

@@ -82,20 +82,27 @@ def _fresh_entry(module: nn.Module) -> Callable:
 
 
 def _compile(module: nn.Module, device: str) -> Callable:
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    if hasattr(config, "fail_on_recompile_limit_hit"):
-        # Past the limit dynamo would fall back to eager without a word; a latency taken so would lie.
-        config.fail_on_recompile_limit_hit = True
     mode = "reduce-overhead" if device == "cuda" else None
     return torch.compile(_fresh_entry(module), mode=mode, dynamic=False)
 
 
+def _strict_dynamo():
+    """While compiling: past its recompile limit dynamo would fall back to eager without a word,
+    and a latency taken so would lie; where this torch can say so, make it fail instead."""
+    import contextlib
+
+    import torch._dynamo
+
+    if hasattr(torch._dynamo.config, "fail_on_recompile_limit_hit"):
+        return torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
+    return contextlib.nullcontext()
+
+
 def _capture(module: nn.Module, example: torch.Tensor) -> Callable[..., object]:
-    """`module` captured as a CUDA graph with `example` as its input tensor; the returned function
-    copies another input into it (none for `example` itself), replays, and returns the outputs."""
-    static_input = example
+    """`module` captured as a CUDA graph on `example`'s shape; the returned function copies its
+    input into the graph's own input tensor, replays, and returns the graph's outputs. The copy
+    is what a server does with each request (and what torch.compile's CUDA graphs do too)."""
+    static_input = example.clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.inference_mode():
@@ -108,8 +115,7 @@ def _capture(module: nn.Module, example: torch.Tensor) -> Callable[..., object]:
             static_output = module(static_input)
 
     def replay(x: torch.Tensor):
-        if x is not static_input:
-            static_input.copy_(x)
+        static_input.copy_(x)
         graph.replay()
         return static_output
 
@@ -157,11 +163,11 @@ def prepare_module(module: nn.Module, example: torch.Tensor, runtime: str, devic
     exits = early_exit_part(module)
     if exits is None:
         run = _compile(module, device) if runtime == "torch-compile" else _capture(module, example)
-        with torch.inference_mode():
+        with torch.inference_mode(), _strict_dynamo():
             for _ in range(3):  # torch.compile compiles on the first call and records CUDA graphs on the third
                 run(example)
         return run
-    with torch.inference_mode():
+    with torch.inference_mode(), _strict_dynamo():
         x = example if exits is module else _exit_input(module, exits, example)
         for index, segment in enumerate(exits.segments):
             unit = _compile(segment, device) if runtime == "torch-compile" else _capture(segment, x)

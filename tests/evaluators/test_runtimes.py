@@ -103,18 +103,17 @@ def test_torch_compile_on_the_cpu_times_the_compiled_model_and_reports_compile_t
     assert pair.student.runtime == "torch-compile" and pair.student.samples == QUICK["repeats"]
 
 
-@pytest.mark.slow
-def test_each_model_compiles_on_its_own_entry_so_dynamo_never_falls_back_to_eager(teacher, monkeypatch):
+def test_each_model_compiles_on_its_own_entry_so_dynamo_never_falls_back_to_eager(teacher):
     """With one shared entry point, dynamo recompiles per architecture and past its limit runs the
     model eagerly without a word; every deployed model gets its own code object instead."""
     import torch._dynamo
 
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
-    monkeypatch.setattr(torch._dynamo.config, limit, 1)
     torch._dynamo.utils.counters.clear()
-    for ratio in (0.25, 0.5, 0.75):
-        deployed = runtimes.deployed_torch_model(student_of(teacher, prune={"stages.1.0.conv1": ratio}), "cpu")
-        runtimes.prepare_module(deployed, EXAMPLE, "torch-compile", "cpu")
+    with torch._dynamo.config.patch(**{limit: 1}):  # (pytest's monkeypatch cannot restore dynamo's config)
+        for ratio in (0.25, 0.5, 0.75):
+            deployed = runtimes.deployed_torch_model(student_of(teacher, prune={"stages.1.0.conv1": ratio}), "cpu")
+            runtimes.prepare_module(deployed, EXAMPLE, "torch-compile", "cpu")
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 3
     assert not torch._dynamo.utils.counters["recompiles"]
 

@@ -126,8 +126,8 @@ def test_fine_tune_runs_on_the_gpu_with_autocast_and_leaves_the_model_there():
     from slimsearch.evaluators.train import fit
 
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(256, 1, 24, 24, generator=generator)
-    labels = (inputs.mean(dim=(1, 2, 3)) > 0).long()
+    labels = torch.arange(256) % 2
+    inputs = torch.randn(256, 1, 24, 24, generator=generator) + (labels * 2 - 1).float()[:, None, None, None]
     model = ResidualCNN(in_channels=1, num_classes=2, widths=(8, 16))
     fit(model, TensorDataset(inputs, labels), epochs=3, lr=5e-3, device="cuda", autocast=True)
     assert next(model.parameters()).device.type == "cuda"

@@ -3,14 +3,16 @@
     .venv/bin/python bench/search_quality.py            # make bench: 3 tasks x 3 methods x 3 seeds
     .venv/bin/python bench/search_quality.py --quick    # make bench-quick: shorter runs, same tables
 
-For every task and seed, in this one process, three searches get the same wall time (the time
-budget counts from the start of each search, so teacher loading, the budget check and the default
-search's sensitivity pass are inside it) and the same fine-tuning budget per trial
-(`finetune.epochs`):
+For every task and seed, in this one process, four searches get the same wall time (the time
+budget counts from the start of each search, so teacher loading, the budget check and the
+priors pass (layer sensitivity and latency probes, never reused from an earlier run here) are
+inside it) and the same fine-tuning budget per trial (`finetune.epochs`):
 
-- default: `slimsearch run` as shipped: NSGA-II, warm start shaped by the layer sensitivity
-  pass, multi-fidelity screening, latency-first and the latency cache;
-- random: Optuna's random sampler over the same joint space, every candidate fine-tuned in full
+- default: `slimsearch run` as shipped: a short warm start, then the proposers in turn (Optuna's
+  TPE over the sensitivity-shaped genome, the predictor-guided inner search, the budgeted
+  allocation), multi-fidelity screening, latency-first and the latency cache;
+- search: the same without the warm start (`warm_start = false`): what the proposers find alone;
+- random: Optuna's random sampler over every per-layer knob, every candidate fine-tuned in full
   (no warm start, no screening; latency-first still stops hopeless candidates, as it is part of
   how any candidate is scored here);
 - hand: uniform structured pruning with Torch-Pruning at 0.1 ... 0.8, each fine-tuned with
@@ -34,17 +36,22 @@ Figures (per run; accuracy is validation accuracy, the objective every method op
 - overhead share: the engine's bookkeeping (sampling, storage writes, progress, artifact upload)
   as a share of trial time, i.e. 1 - (build + latency + fine-tune + evaluate seconds) / (wall
   time from the first trial's start to the last trial's end);
-- over_budget_max_s: the longest trial stopped by latency-first (an over-budget candidate).
+- over_budget_max_s: the longest trial stopped by latency-first (an over-budget candidate);
+- front_from_proposals: the share of the final Pareto front (accuracy, latency, bytes) whose
+  models did not come from the warm start (or the hand baseline's queue);
+- latency_mape / accuracy_spearman: the predictors' error on the trials they proposed,
+  predicted before each trial ran and compared with what it measured (reports/insights.py);
+- the anytime curve: hypervolume against wall time since the search started, per run.
 
-Writes bench/results/summary.csv (one row per task, method and seed), summary.md (medians over
-seeds, the table the README quotes), summary.html (plotly) and the runs under bench/results/runs.
+Writes bench/results/summary.csv (one row per task, method and seed), anytime.csv (the curves),
+summary.md (medians over seeds, the table the README quotes), summary.html (plotly) and the runs
+under bench/results/runs. Tables and plots: bench/tables.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import platform
 import shutil
 import sys
 import time
@@ -53,36 +60,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slimsearch.config import SearchConfig
-from slimsearch.reports.data import teacher_info, trials_frame
-from slimsearch.reports.insights import fine_tuned_feasible
+from slimsearch.config import SearchConfig, default_cache_dir
+from slimsearch.reports.data import front_frame, teacher_info, trials_frame
+from slimsearch.reports.insights import fine_tuned_feasible, predictor_errors
 from slimsearch.search import storage as st
 from slimsearch.search.driver import run_search
-from slimsearch.search.environment import environment_info
 from slimsearch.search.pareto import hypervolume
 from slimsearch.spaces import Space
 from slimsearch.spaces.optuna_adapter import candidate_params
 from slimsearch.spaces.warm_start import hand_baseline
 from slimsearch.tasks import create_task
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import write_tables  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
 HV_REFERENCE = (0.10, 0.0, 0.0)  # accuracy loss, -log10 speed-up, -log10 compression
 BUDGETS = {"tight": 0.25, "mid": 0.5, "loose": 0.75}  # latency relative to the teacher's
-METHODS = ("hand", "random", "default")
+METHODS = ("hand", "random", "search", "default")
 SEEDS = (0, 1, 2)
-# Wall seconds per search: full (make bench) and quick (make bench-quick).
+# Wall seconds per search: full (make bench: three times the quick budgets) and quick (make bench-quick).
 TASKS = {
-    "digits": {"full": 75, "quick": 40},
-    "mnist1d": {"full": 50, "quick": 30},
-    "torchvision:resnet18": {"full": 150, "quick": 75},
+    "digits": {"full": 120, "quick": 40},
+    "mnist1d": {"full": 90, "quick": 30},
+    "torchvision:resnet18": {"full": 225, "quick": 75},
 }
+HAND_ORIGINS = ("warm_start", "queued")  # front models that a grid, not a proposer, supplied
 TRIALS_CAP = 500  # a search is bounded by its time budget; this only has to be out of reach
 
 
 def method_settings(method: str) -> dict:
     if method == "default":
         return {}
+    if method == "search":
+        return {"warm_start": False}
     if method in ("random", "hand"):
-        return {"sampler": "random", "warm_start": False, "finetune": {"screen_epochs": 0}}
+        return {"sampler": "random", "proposers": ["sampler"], "parametrisation": "layer", "warm_start": False,
+                "finetune": {"screen_epochs": 0}}
     raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
 
 
@@ -93,14 +106,17 @@ def run_one(task_name: str, task, method: str, seed: int, seconds: float, runs_d
         "runs_dir": str(runs_dir), "seed": seed, "time_budget": seconds, **method_settings(method),
     }, source="bench")
     shutil.rmtree(config.run_dir, ignore_errors=True)  # every run starts afresh: no resuming an old one
+    # Every method pays for its own priors pass: none reuses an earlier run's (search/priors.py).
+    shutil.rmtree(default_cache_dir() / "priors", ignore_errors=True)
     if method == "hand":
         points = _queue_hand_baseline(config, task)
         config = SearchConfig.from_mapping({"trials": points}, source="bench", base=config)
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     result = run_search(config, console=console, quiet=True, task=task)
     wall = time.perf_counter() - started
-    return {"task": task_name, "method": method, "seed": seed, "time_budget_s": seconds,
-            **run_figures(result.study, wall)}
+    figures, curve = run_figures(result.study, wall, started=started_wall)
+    keys = {"task": task_name, "method": method, "seed": seed}
+    return {**keys, "time_budget_s": seconds, **figures}, [{**keys, **point} for point in curve]
 
 
 def _queue_hand_baseline(config: SearchConfig, task) -> int:
@@ -117,18 +133,40 @@ def _queue_hand_baseline(config: SearchConfig, task) -> int:
     return len(points)
 
 
-def run_figures(study, wall_s: float) -> dict:
+def objectives(eligible: pd.DataFrame, teacher: dict) -> pd.DataFrame:
+    """The hypervolume's normalised objectives (see the module doc), one row per fine-tuned feasible trial."""
+    latency = eligible["latency_ms"].astype(float) / eligible["teacher_latency_ms"].astype(float)
+    return pd.DataFrame({
+        "accuracy_loss": (1.0 - eligible["accuracy"].astype(float) / float(teacher["val_accuracy"])).clip(lower=0.0),
+        "log_latency": np.log10(latency),
+        "log_size": np.log10(eligible["size_bytes"].astype(float) / float(teacher["size_bytes"])),
+    }, index=eligible.index).dropna()
+
+
+def normalised_hypervolume(points: pd.DataFrame) -> float:
+    return hypervolume(points.to_numpy().tolist(), HV_REFERENCE) / HV_REFERENCE[0]
+
+
+def anytime_curve(study, trials: pd.DataFrame, teacher: dict, started: float) -> list[dict]:
+    """(seconds since the search started, hypervolume of the trials finished by then), at every trial's end."""
+    finished = {t.number: t.datetime_complete.timestamp() for t in study.get_trials(deepcopy=False)
+                if t.datetime_complete is not None}
+    eligible = trials[fine_tuned_feasible(trials)]
+    points = objectives(eligible, teacher)
+    curve = []
+    for number, when in sorted(finished.items(), key=lambda item: item[1]):
+        done = [i for i in points.index if finished.get(int(trials.loc[i, "trial"]), math.inf) <= when]
+        curve.append({"seconds": when - started, "hypervolume": normalised_hypervolume(points.loc[done])})
+    return curve
+
+
+def run_figures(study, wall_s: float, *, started: float | None = None) -> tuple[dict, list[dict]]:
     trials = trials_frame(study)
     teacher = teacher_info(study)
     eligible = trials[fine_tuned_feasible(trials)]
     teacher_accuracy = float(teacher["val_accuracy"])
     latency = eligible["latency_ms"].astype(float) / eligible["teacher_latency_ms"].astype(float)
-    objectives = pd.DataFrame({
-        "accuracy_loss": (1.0 - eligible["accuracy"].astype(float) / teacher_accuracy).clip(lower=0.0),
-        "log_latency": np.log10(latency),
-        "log_size": np.log10(eligible["size_bytes"].astype(float) / float(teacher["size_bytes"])),
-    }).dropna()
-    row = {"hypervolume": hypervolume(objectives.to_numpy().tolist(), HV_REFERENCE) / HV_REFERENCE[0]}
+    row = {"hypervolume": normalised_hypervolume(objectives(eligible, teacher))}
     for label, budget in BUDGETS.items():
         under = eligible[latency <= budget]
         row[f"best_acc_{label}_budget"] = float(under["accuracy"].max()) if len(under) else math.nan
@@ -145,7 +183,14 @@ def run_figures(study, wall_s: float) -> dict:
     row["over_budget_max_s"] = max(stopped) if stopped else math.nan
     row["wall_s"] = wall_s
     row["teacher_val_accuracy"] = teacher_accuracy
-    return row
+    front = front_frame(study, trials)
+    row["front_size"] = len(front)
+    row["front_from_proposals"] = float((~front["origin"].isin(HAND_ORIGINS)).mean()) if len(front) else math.nan
+    errors = predictor_errors(trials)
+    row["latency_mape"], row["latency_mape_samples"] = errors["latency_mape"], errors["latency_samples"]
+    row["accuracy_spearman"] = errors["accuracy_spearman"]
+    curve = anytime_curve(study, trials, teacher, started) if started is not None else []
+    return row, curve
 
 
 def overhead_share(finished) -> float:
@@ -155,63 +200,6 @@ def overhead_share(finished) -> float:
     span = (max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)).total_seconds()
     staged = sum(sum((t.user_attrs.get("seconds") or {}).values()) for t in finished)
     return max(0.0, 1.0 - staged / span) if span > 0 else math.nan
-
-
-def medians(summary: pd.DataFrame) -> pd.DataFrame:
-    columns = ["hypervolume", *(f"best_acc_{label}_budget" for label in BUDGETS), "speedup_at_1pt",
-               "trials_per_hour", "overhead_share", "over_budget_max_s"]
-    table = summary.groupby(["task", "method"], sort=False)[columns].median().reset_index()
-    random_hv = table[table["method"] == "random"].set_index("task")["hypervolume"]
-    table["hv_vs_random"] = table["hypervolume"] / table["task"].map(random_hv)
-    return table
-
-
-def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[int]) -> str:
-    def pct(value: float) -> str:
-        return "-" if math.isnan(value) else f"{value:.1%}"
-
-    def num(value: float, digits: int = 3) -> str:
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-    budgets = " / ".join(f"{b:g}x" for b in BUDGETS.values())
-    lines = [
-        f"Medians over seeds {', '.join(map(str, seeds))} (a best accuracy or speed-up: over the seeds that have "
-        f"a model there; '-': none has). Machine: {environment['cpu']}, {environment['cpu_count']} "
-        f"cores, {environment['runtime']} with {environment['threads']} thread(s), batch {environment['batch_size']}; "
-        f"torch {environment['versions']['torch']}, onnxruntime {environment['versions']['onnxruntime']}, "
-        f"optuna {environment['versions']['optuna']}. Command: `{command}`.",
-        "",
-        f"| task | method | hypervolume | vs random | best acc at {budgets} | speed-up at ≤1 pt | trials/h | "
-        f"overhead | longest over-budget trial |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in table.itertuples():
-        best = " / ".join(pct(getattr(row, f"best_acc_{label}_budget")) for label in BUDGETS)
-        speedup = "-" if math.isnan(row.speedup_at_1pt) else f"{row.speedup_at_1pt:.2f}x"
-        if row.method == "random":
-            versus = "1.00x"
-        elif math.isinf(row.hv_vs_random) or math.isnan(row.hv_vs_random):
-            versus = "random: 0"  # random search found no fine-tuned model within budget
-        else:
-            versus = f"{row.hv_vs_random:.2f}x"
-        longest = "-" if math.isnan(row.over_budget_max_s) else f"{row.over_budget_max_s:.2f} s"
-        lines.append(f"| {row.task} | {row.method} | {num(row.hypervolume)} | {versus} | {best} | "
-                     f"{speedup} | {row.trials_per_hour:.0f} | {pct(row.overhead_share)} | {longest} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_html(summary: pd.DataFrame, path: Path) -> None:
-    import plotly.express as px
-    import plotly.io as pio
-
-    hv = px.strip(summary, x="task", y="hypervolume", color="method", hover_data=["seed", "trials"],
-                  title="Hypervolume per seed (accuracy loss up to 10%, log speed-up, log compression; higher is better)")
-    best = summary.melt(id_vars=["task", "method", "seed"], value_vars=[f"best_acc_{b}_budget" for b in BUDGETS],
-                        var_name="budget", value_name="best validation accuracy")
-    acc = px.strip(best, x="budget", y="best validation accuracy", color="method", facet_col="task",
-                   title="Best accuracy under each latency budget")
-    body = "\n".join(pio.to_html(figure, full_html=False, include_plotlyjs=(i == 0)) for i, figure in enumerate([hv, acc]))
-    path.write_text(f"<!doctype html><meta charset=utf-8><title>slimsearch bench</title>{body}", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     if args.tables_only:
         summary = pd.read_csv(args.out / "summary.csv")
-        write_tables(summary, args.out, sorted(summary["seed"].unique().tolist()), "make bench")
+        anytime = pd.read_csv(args.out / "anytime.csv") if (args.out / "anytime.csv").exists() else None
+        write_tables(summary, anytime, args.out, sorted(summary["seed"].unique().tolist()), "make bench")
         return 0
     from rich.console import Console
 
@@ -236,32 +225,27 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = Console(stderr=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, curves = [], []
     for task_name in args.tasks:
         seconds = TASKS[task_name]["quick" if args.quick else "full"]
         for seed in args.seeds:
             task = create_task(task_name, seed=seed)  # the teacher is trained once per seed, then cached
             for method in args.methods:
                 console.print(f"{task_name} seed {seed}: {method} for {seconds} s ...", highlight=False)
-                row = run_one(task_name, task, method, seed, seconds, args.out / "runs", console)
+                row, curve = run_one(task_name, task, method, seed, seconds, args.out / "runs", console)
                 console.print(f"  hypervolume {row['hypervolume']:.4f}, {row['trials']} trials, "
-                              f"{row['full_finetunes']} fine-tuned feasible, overhead {row['overhead_share']:.1%}",
+                              f"{row['full_finetunes']} fine-tuned feasible, overhead {row['overhead_share']:.1%}, "
+                              f"front {row['front_size']} ({row['front_from_proposals']:.0%} from proposers)",
                               highlight=False)
                 rows.append(row)
+                curves += curve
                 pd.DataFrame(rows).to_csv(args.out / "summary.csv", index=False)  # nothing lost if a later run fails
+                pd.DataFrame(curves).to_csv(args.out / "anytime.csv", index=False)
     command = "make bench-quick" if args.quick else "make bench"
     if argv is not None or len(sys.argv) > 2 or (len(sys.argv) == 2 and not args.quick):
         command = "python bench/search_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_tables(pd.DataFrame(rows), args.out, args.seeds, command)
+    write_tables(pd.DataFrame(rows), pd.DataFrame(curves), args.out, args.seeds, command)
     return 0
-
-
-def write_tables(summary: pd.DataFrame, out: Path, seeds: list[int], command: str) -> None:
-    text = markdown(medians(summary), environment_info(SearchConfig()), command, seeds)
-    (out / "summary.md").write_text(text, encoding="utf-8")
-    write_html(summary, out / "summary.html")
-    print(text)
-    print(f"wrote {out / 'summary.csv'}, summary.md and summary.html ({platform.node()})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def run(
     latency_budget: Optional[str] = typer.Option(None, help="Absolute ('1.5ms', '800us') or relative to the teacher ('0.5x')."),
     trials: Optional[int] = typer.Option(None, help="Completed trials the study should hold when the search ends."),
     name: Optional[str] = typer.Option(None, help="Run name: the folder runs/<name> and the study name."),
-    sampler: Optional[str] = typer.Option(None, help="nsga2 (default), tpe or random."),
+    sampler: Optional[str] = typer.Option(None, help="Optuna sampler behind the sampler proposer: tpe (default), nsga2 or random."),
     seed: Optional[int] = typer.Option(None),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: SQLite in the run folder)."),
     jobs: Optional[int] = typer.Option(None, help="Parallel trials on this machine (cores are split between them)."),

@@ -31,6 +31,12 @@ TRAINING_DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("float32", "float16", "bfloat16")
 HALF_PRECISIONS = ("float16", "bfloat16")
 SAMPLERS = ("nsga2", "tpe", "random")
+# Who proposes candidates after the warm start (search/proposals/): Optuna's sampler, the
+# predictor-guided inner search, and the budgeted allocation by layer sensitivity.
+PROPOSERS = ("sampler", "predictor", "allocation")
+# What the sampler samples: the genome (per-family intensity, per-layer allocation by
+# sensitivity; spaces/genome.py) or every per-layer knob on its own.
+PARAMETRISATIONS = ("genome", "layer")
 # Where trials run: Optuna in this process (and --jobs processes beside it), or Ray Tune on a cluster.
 BACKENDS = ("optuna", "ray")
 GRANULARITIES = ("layer", "stage", "global")
@@ -380,12 +386,14 @@ class SearchConfig:
     latency_budget: Budget = field(default_factory=lambda: Budget.parse("0.5x"))
     trials: int = 30
     name: str | None = None
-    sampler: str = "nsga2"
+    sampler: str = "tpe"
+    proposers: tuple[str, ...] = PROPOSERS
+    parametrisation: str = "genome"
     seed: int = 0
     storage: str | None = None
     runs_dir: str = "runs"
     jobs: int = 1
-    # Queue a few obvious candidates (teacher, int8, uniform pruning, one exit) before the sampler's.
+    # Propose a few obvious candidates (pruning with int8, an early exit, int8) before the others.
     warm_start: bool = True
     # Wall time after which no new trial starts (None: no limit); the search then ends with
     # fewer than `trials` and running it again continues.
@@ -405,6 +413,15 @@ class SearchConfig:
         _check_positive("", "trials", self.trials)
         _check_positive("", "jobs", self.jobs)
         _check_choice("", "sampler", self.sampler, SAMPLERS)
+        if isinstance(self.proposers, (str, bytes, Mapping)) or not hasattr(self.proposers, "__iter__"):
+            raise ConfigError(f"proposers must be a list drawn from {', '.join(PROPOSERS)}, but got proposers={self.proposers!r}")
+        object.__setattr__(self, "proposers", tuple(self.proposers))
+        for proposer in self.proposers:
+            _check_choice("", "proposers", proposer, PROPOSERS)
+        if not self.proposers or len(set(self.proposers)) != len(self.proposers):
+            raise ConfigError(f"proposers must name distinct proposers from {', '.join(PROPOSERS)}, "
+                              f"but got proposers={list(self.proposers)}")
+        _check_choice("", "parametrisation", self.parametrisation, PARAMETRISATIONS)
         if not isinstance(self.warm_start, bool):
             raise ConfigError(f"warm_start must be true or false, but got warm_start={self.warm_start!r}")
         if self.time_budget is not None:

@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 
 from slimsearch.evaluators.macs import flags as macs_flags
+from slimsearch.search.origins import PREDICTED_ATTR, origin_of
 from slimsearch.search.pareto import pareto_indices
-from slimsearch.search.storage import DIRECTIONS
+from slimsearch.search.storage import DIRECTIONS, FIRST_LATENCY_ATTR
 
 TEACHER_ATTR = "teacher"
 
@@ -18,7 +19,7 @@ TRIAL_COLUMNS = [
     "speedup", "size_bytes", "onnx_bytes", "params_count", "macs", "macs_ratio", "params_ratio", "flags",
     "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_compile", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s",
-    "candidate", "exit_shares",
+    "candidate", "exit_shares", "origin", "first_latency_ratio", "predicted_accuracy", "predicted_latency_ratio",
 ]
 # Stages a trial's time is split into (search/trial.py); compile: compiling, capturing or building
 # the runtime's session for a model, kept apart from the latency it then measures.
@@ -35,6 +36,7 @@ def trials_frame(study) -> pd.DataFrame:
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         values = trial.values or [None, None, None]
+        predicted = attrs.get(PREDICTED_ATTR) or {}
         seconds = attrs.get("seconds", {})
         rows.append({
             "trial": trial.number,
@@ -61,6 +63,12 @@ def trials_frame(study) -> pd.DataFrame:
             "candidate": json.dumps(attrs["candidate"], sort_keys=True) if "candidate" in attrs else None,
             # Early-exit models: the share of measured samples leaving at each exit ("final" last).
             "exit_shares": json.dumps(attrs["exit_shares"]) if "exit_shares" in attrs else None,
+            # Which proposer chose the candidate (search/origins.py), and what it expected of it
+            # before the trial ran: the predictors' honest, held-out error (reports/insights.py).
+            "origin": origin_of(attrs),
+            "first_latency_ratio": attrs.get(FIRST_LATENCY_ATTR),
+            "predicted_accuracy": predicted.get("accuracy"),
+            "predicted_latency_ratio": predicted.get("lower_bound_ratio", predicted.get("latency_ratio")),
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 

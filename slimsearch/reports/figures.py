@@ -20,6 +20,9 @@ COLOURS = {
     "front": "#2563eb", "dominated": "#94a3b8", "over budget": "#ef4444", "stopped early": "#f97316",
     "teacher": "#111827", "recommended": "#16a34a", "knee": "#d97706", "budget": "#dc2626",
 }
+# Front markers by the proposer that chose the model (search/origins.py).
+ORIGIN_SYMBOLS = {"warm_start": "square", "sampler": "diamond", "predictor": "circle", "allocation": "triangle-up",
+                  "retry": "hexagon", "queued": "pentagon", "random": "cross"}
 STAGE_COLOURS = {"build": "#8b5cf6", "compile": "#ef4444", "latency": "#f59e0b", "finetune": "#3b82f6", "evaluate": "#10b981",
                  "engine": "#cbd5e1"}
 STAGE_NAMES = {"build": "build", "compile": "compile", "latency": "latency", "finetune": "fine-tune", "evaluate": "evaluate",
@@ -60,7 +63,8 @@ def hover_texts(trials: pd.DataFrame, status: pd.Series, teacher: dict[str, Any]
     teacher_size = teacher.get("size_bytes") or math.nan
     texts = []
     for row, state in zip(trials.itertuples(), status):
-        lines = [f"<b>trial {int(row.trial)}</b> · {esc(state)}"]
+        origin = getattr(row, "origin", None)
+        lines = [f"<b>trial {int(row.trial)}</b> · {esc(state)}" + (f" · from {esc(origin)}" if isinstance(origin, str) else "")]
         if not pd.isna(row.accuracy):
             lines.append(f"val acc {_pct(row.accuracy)} (test {_pct(row.test_accuracy)})")
         if not pd.isna(row.latency_ms):
@@ -89,14 +93,26 @@ def front_figure(trials: pd.DataFrame, status: pd.Series, hover: pd.Series, teac
 
     figure = go.Figure()
     for name, symbol, opacity in (("over budget", "x", 0.45), ("stopped early", "x-thin-open", 0.6),
-                                  ("dominated", "circle", 0.45), ("front", "circle", 1.0)):
+                                  ("dominated", "circle", 0.45)):
         rows = trials[(status == name) & trials["latency_ms"].notna() & trials["accuracy"].notna()]
         figure.add_trace(go.Scatter(
-            x=values(rows["latency_ms"]), y=values(rows["accuracy"]), mode="markers", name=name if name != "front" else "Pareto front",
+            x=values(rows["latency_ms"]), y=values(rows["accuracy"]), mode="markers", name=name,
             uid=name.replace(" ", "-"), text=values(hover[rows.index]), hovertemplate="%{text}<extra></extra>",
             marker={"size": _marker_sizes(rows["size_bytes"], teacher), "color": COLOURS[name], "opacity": opacity,
-                    "symbol": symbol, "line": {"width": 1, "color": "white"} if name == "front" else {"width": 1.5}},
-            visible=True if len(rows) or name == "front" else "legendonly"))
+                    "symbol": symbol, "line": {"width": 1.5}},
+            visible=True if len(rows) else "legendonly"))
+    # The front, one trace per origin: which proposer each front model came from, by its marker.
+    on_front = trials[(status == "front") & trials["latency_ms"].notna() & trials["accuracy"].notna()]
+    origins = list(dict.fromkeys(on_front["origin"].fillna("unknown"))) if len(on_front) else ["front"]
+    for origin in origins:
+        rows = on_front[on_front["origin"].fillna("unknown") == origin] if len(on_front) else on_front
+        figure.add_trace(go.Scatter(
+            x=values(rows["latency_ms"]), y=values(rows["accuracy"]), mode="markers",
+            name=f"Pareto front · {esc(origin)}" if len(on_front) else "Pareto front",
+            uid=f"front-{origin}", legendgroup="front", text=values(hover[rows.index]),
+            hovertemplate="%{text}<extra></extra>",
+            marker={"size": _marker_sizes(rows["size_bytes"], teacher), "color": COLOURS["front"], "opacity": 1.0,
+                    "symbol": ORIGIN_SYMBOLS.get(origin, "circle"), "line": {"width": 1, "color": "white"}}))
     if teacher:
         figure.add_trace(go.Scatter(
             x=[teacher["latency_ms"]], y=[teacher["val_accuracy"]], mode="markers+text", name="teacher",

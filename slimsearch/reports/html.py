@@ -34,6 +34,8 @@ class ReportData:
     history: pd.DataFrame
     stages: pd.DataFrame
     picks: dict
+    origins: pd.DataFrame
+    predictor_errors: dict
 
 
 def build_report(result) -> ReportData:
@@ -47,7 +49,8 @@ def build_report(result) -> ReportData:
         budget_ms=budget_ms, teacher=teacher, environment=result.environment, trials=trials, front=front,
         status=data.trial_status(trials, front), matrix=data.layer_matrix(trials),
         history=insights.hypervolume_history(trials, teacher), stages=insights.stage_seconds(trials),
-        picks=insights.picks(front, teacher))
+        picks=insights.picks(front, teacher), origins=insights.origin_table(trials, front),
+        predictor_errors=insights.predictor_errors(trials))
 
 
 def _figures_html(report: ReportData) -> dict[str, str]:
@@ -101,6 +104,11 @@ def render(report: ReportData) -> str:
 the model's bytes. Trials off the front, over the budget or stopped by the latency-first rule are faded;
 hover a point for its knobs.</p>
 {front_note}{plots["front"]}</section>
+<section><h2>Where the front came from</h2>
+<p class="lead">Which proposer chose each trial: the warm start (what a person would try first), Optuna's
+sampler over the sensitivity-shaped genome, the predictor-guided inner search, and the budgeted allocation;
+and how close the predictors came, judged on trials they had not seen.</p>
+{parts.origins(report.origins, report.predictor_errors)}</section>
 <section><h2>Objective pairs</h2>{plots["pairs"]}</section>
 <section><h2>What each front model changed, per layer</h2>
 <p class="lead">Colour: how strongly the layer was compressed (prune ratio; 1 − bits/32; separable on;

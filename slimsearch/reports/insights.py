@@ -144,3 +144,34 @@ def stage_seconds(trials: pd.DataFrame) -> pd.DataFrame:
     frame[stages] = frame[stages].astype(float).fillna(0.0)
     frame["seconds_engine"] = (frame["duration_s"].astype(float) - frame[stages].sum(axis=1)).clip(lower=0.0)
     return frame.rename(columns={name: name.removeprefix("seconds_") for name in [*stages, "seconds_engine"]})
+
+
+def origin_table(trials: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
+    """Per origin (search/origins.py): trials proposed, fine-tuned within budget, and models on the front."""
+    eligible = fine_tuned_feasible(trials)
+    frame = pd.DataFrame({
+        "trials": trials.groupby("origin").size(),
+        "fine_tuned_feasible": trials[eligible].groupby("origin").size(),
+        "on_front": front.groupby("origin").size() if len(front) else pd.Series(dtype=int),
+    }).fillna(0).astype(int)
+    return frame.sort_values(["on_front", "trials"], ascending=False).rename_axis("origin").reset_index()
+
+
+def predictor_errors(trials: pd.DataFrame) -> dict[str, float]:
+    """How far the proposers' predictions, made before each trial ran, were from what it measured:
+    the latency's median absolute percentage error (against the trial's first measurement, an
+    early-exit model's lower bound) and the rank correlation of predicted and measured accuracy
+    over the fine-tuned trials. Held out by construction: no prediction saw its own trial."""
+    from slimsearch.search.predictors import spearman
+
+    timed = trials.dropna(subset=["predicted_latency_ratio", "first_latency_ratio"])
+    errors = (timed["predicted_latency_ratio"].astype(float) / timed["first_latency_ratio"].astype(float) - 1.0).abs()
+    tuned = trials[fine_tuned_feasible(trials) | ((trials["state"] == "complete") & trials["stopped_early"].isna())]
+    tuned = tuned.dropna(subset=["predicted_accuracy", "accuracy"])
+    return {
+        "latency_mape": float(errors.median()) if len(errors) else math.nan,
+        "latency_samples": int(len(errors)),
+        "accuracy_spearman": spearman(tuned["predicted_accuracy"].astype(float).tolist(),
+                                      tuned["accuracy"].astype(float).tolist()),
+        "accuracy_samples": int(len(tuned)),
+    }

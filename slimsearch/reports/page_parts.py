@@ -168,7 +168,8 @@ def _cell(value, spec: str) -> str:
 def trials_table(trials: pd.DataFrame, status: pd.Series) -> str:
     frame = trials.assign(size_kib=trials["size_bytes"].astype(float) / 1024)
     head = "".join(f"<th>{name}</th>" for name, _, _ in _COLUMNS[:1])
-    head += '<th class="text">status</th>' + "".join(f"<th>{name}</th>" for name, _, _ in _COLUMNS[1:])
+    head += '<th class="text">status</th><th class="text">origin</th>'
+    head += "".join(f"<th>{name}</th>" for name, _, _ in _COLUMNS[1:])
     head += '<th class="text">knobs</th><th class="text">note</th>'
     head += "".join(f"<th>{name}</th>" for name, _, _ in _DETAILS)
     rows = []
@@ -182,7 +183,9 @@ def trials_table(trials: pd.DataFrame, status: pd.Series) -> str:
             notes += [FLAG_NOTES.get(flag, flag) for flag in row["flags"].split(",")]
         note = esc("; ".join(notes))
         details = "".join(_cell(row[column], spec) for _, column, spec in _DETAILS)
-        rows.append(f"<tr>{cells[0]}{pill}{''.join(cells[1:])}<td class=\"text knobs\">{knobs}</td>"
+        origin = esc(str(row.get("origin") or ""))
+        rows.append(f"<tr>{cells[0]}{pill}<td class=\"text\" data-v=\"{origin}\">{origin}</td>{''.join(cells[1:])}"
+                    f"<td class=\"text knobs\">{knobs}</td>"
                     f'<td class="text reason" data-v="{note}">{note}</td>{details}</tr>')
     return (f'<div class="scroll"><table class="trials" id="trials"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
@@ -213,3 +216,20 @@ def environment(env: dict[str, Any]) -> str:
         ("versions", ", ".join(f"{name} {version or '–'}" for name, version in versions.items())),
     ]
     return '<dl class="env">' + "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in rows) + "</dl>"
+
+
+def origins(table: pd.DataFrame, errors: dict[str, Any]) -> str:
+    if table.empty:
+        return '<p class="empty">No trial yet.</p>'
+    rows = "".join(f"<tr><td class=\"text\">{esc(str(row.origin))}</td><td>{row.trials}</td>"
+                   f"<td>{row.fine_tuned_feasible}</td><td>{row.on_front}</td></tr>" for row in table.itertuples())
+    latency = errors.get("latency_mape")
+    accuracy = errors.get("accuracy_spearman")
+    latency_text = (f"median error {latency:.1%} over {errors['latency_samples']} trials"
+                    if latency is not None and not math.isnan(latency) else "no predicted trial measured yet")
+    accuracy_text = (f"rank correlation {accuracy:.2f} over {errors['accuracy_samples']} fine-tuned trials"
+                     if accuracy is not None and not math.isnan(accuracy) else "too few fine-tuned predicted trials")
+    return (f'<table class="trials origins"><thead><tr><th class="text">origin</th><th>trials</th>'
+            f'<th>fine-tuned within budget</th><th>on the front</th></tr></thead><tbody>{rows}</tbody></table>'
+            f'<dl class="env"><dt>latency predictor</dt><dd>{esc(latency_text)}</dd>'
+            f'<dt>accuracy predictor</dt><dd>{esc(accuracy_text)}</dd></dl>')

@@ -25,16 +25,14 @@ from slimsearch.evaluators.size import packed_size_bytes, parameter_count
 from slimsearch.search import recovery
 from slimsearch.search import storage as st
 from slimsearch.search.environment import environment_info
-from slimsearch.search.faults import guard_objective
+from slimsearch.search.faults import MAX_CONSECUTIVE_FAILURES, guard_objective, past
+from slimsearch.search.priors import compute_priors, ensure_priors
+from slimsearch.search.proposals import needs_priors
 from slimsearch.search.samplers import create_sampler
-from slimsearch.search.sensitivity import layer_sensitivity
 from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
-from slimsearch.spaces.optuna_adapter import candidate_params
-from slimsearch.spaces.warm_start import starting_candidates, uses_sensitivity
 from slimsearch.techniques import build_student
 
-MAX_CONSECUTIVE_FAILURES = 5
 WORKER_ATTR = "worker"  # host:pid of the process that ran a trial
 
 
@@ -78,10 +76,9 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
 
     run_dir, space = config.run_dir, context.space
     storage_url = config.storage or st.default_storage_url(run_dir)
-    preflight, optimize = _backend(config, console)
+    preflight, optimize, priors = _backend(config, console)
     teacher = preflight(context, console)
     study = optuna.create_study(study_name=config.run_name, storage=storage, directions=list(st.DIRECTIONS),
-                                sampler=create_sampler(config.sampler, seed=config.seed, trials=config.trials),
                                 load_if_exists=True)
     fresh = st.FINGERPRINT_ATTR not in study.user_attrs
     if fresh:  # new, or created by hand (e.g. to enqueue candidates first)
@@ -90,8 +87,10 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
         study.set_user_attr(st.CONFIG_ATTR, config.to_dict())
         study.set_user_attr("teacher", teacher)
         study.set_user_attr("environment", environment_info(config))
-        if config.warm_start and not study.get_trials(deepcopy=False):
-            _enqueue_warm_start(study, context, console)
+    if needs_priors(config) and has_work(study, config):
+        ensure_priors(study, context, _reporter(console), deadline=deadline, compute=priors)
+    # The proposers (warm start, sampler, predictors, allocation) answer through the study's sampler.
+    study.sampler = create_sampler(config, space, context.task, study, seed=config.seed)
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
     if st.is_default_storage(storage_url, run_dir):
         # Only lock holders use the run folder's SQLite study: whatever is RUNNING there is lost.
@@ -123,29 +122,6 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
     return result
 
 
-def _enqueue_warm_start(study, context: TrialContext, console: Console) -> None:
-    """Queue the warm start, shaped by the layer sensitivity pass, before the sampler's trials.
-
-    At most half the trials: the rest are the sampler's, however small the search. A study
-    created by hand with candidates already queued starts from those instead.
-    """
-    config, space = context.config, context.space
-    count = max(1, config.trials // 2)
-    priors = None
-    if uses_sensitivity(space, count):
-        priors = layer_sensitivity(space, context.task, config.space, config.run_dir)
-        console.print(f"Layer sensitivity pass: {len(priors['prune'])} pruning and {len(priors['quant'])} "
-                      f"quantization probes in {priors['seconds']:.1f} s.", highlight=False, markup=False,
-                      soft_wrap=True)
-    queued = []
-    for candidate in starting_candidates(space, priors):
-        params = candidate_params(candidate, space)
-        if params not in queued:  # tied knobs (granularity stage / global) can make two points one
-            queued.append(params)
-    for params in queued[:count]:
-        study.enqueue_trial(params, user_attrs={"warm_start": True})
-
-
 def _create_context(config: SearchConfig, task, space, run_dir: Path) -> TrialContext:
     if config.backend == "ray":  # trials and all measurements run on the cluster's nodes, not here
         return TrialContext(config, task, space, run_dir, teacher_logits=None)
@@ -153,12 +129,13 @@ def _create_context(config: SearchConfig, task, space, run_dir: Path) -> TrialCo
 
 
 def _backend(config: SearchConfig, console: Console):
-    """The (preflight, optimize) pair that runs trials: in processes here, or on a Ray cluster."""
+    """The (preflight, optimize, priors) functions that measure and run trials: in processes
+    here, or on a Ray cluster's target nodes."""
     if config.backend == "ray":
         from slimsearch.search import ray_backend
 
-        return ray_backend.preflight, ray_backend.optimize
-    return _preflight, functools.partial(work, console=console)
+        return ray_backend.preflight, ray_backend.optimize, ray_backend.compute_priors
+    return _preflight, functools.partial(work, console=console), compute_priors
 
 
 def _load_existing(storage, name: str):
@@ -231,11 +208,6 @@ def open_worker_storage(url: str, faults, console: Console):
 def has_work(study, config: SearchConfig) -> bool:
     """Completed trials still missing, or candidates queued (retries of lost trials, enqueued by hand)."""
     return _count(study, "COMPLETE") < config.trials or _count(study, "WAITING") > 0
-
-
-def past(deadline: float | None) -> bool:
-    """Whether a search's time budget (`deadline`, a `time.time()` value, None for none) is used up."""
-    return deadline is not None and time.time() >= deadline
 
 
 def _reporter(console: Console):
@@ -333,9 +305,8 @@ def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None)
     try:
         info = st.read_run_file(Path(run_dir))
         study = optuna.load_study(study_name=info["study_name"],
-                                  storage=open_worker_storage(info["storage"], config.faults, console),
-                                  sampler=create_sampler(config.sampler, seed=config.seed + os.getpid(),
-                                                         trials=config.trials))
+                                  storage=open_worker_storage(info["storage"], config.faults, console))
+        study.sampler = create_sampler(config, space, task, study, seed=config.seed + os.getpid())
         work(study, context, config, console, deadline=deadline)
     finally:
         context.close()

@@ -37,6 +37,15 @@ class TrialTimeoutError(Exception):
     """A trial ran past `faults.trial_timeout`. An Exception, so Optuna fails the trial and goes on."""
 
 
+# Failures in a row that stop a search: they point at the setup, not at one candidate.
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+def past(deadline: float | None) -> bool:
+    """Whether a search's time budget (`deadline`, a `time.time()` value, None for none) is used up."""
+    return deadline is not None and time.time() >= deadline
+
+
 def _timeout_message(seconds: float) -> str:
     return f"the trial ran past its time limit of {seconds:g}s (faults.trial_timeout) and was stopped"
 

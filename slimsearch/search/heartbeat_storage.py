@@ -13,7 +13,7 @@ import contextlib
 
 import optuna
 
-from slimsearch.search.storage import FAIL_REASON_ATTR
+from slimsearch.search.attrs import FAIL_REASON_ATTR
 
 STALE_REASON = ("interrupted: its worker sent no heartbeat for {grace}s (the process was killed or its "
                 "machine was lost)")

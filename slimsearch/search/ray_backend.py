@@ -117,18 +117,29 @@ def concurrent_trials(config: SearchConfig) -> int:
 
 def preflight(context, console: Console) -> dict:
     """The driver's budget check, run as a Ray task on a target node (see driver._preflight)."""
+    return _on_target_node(ray_worker.preflight_on_node, context)
+
+
+def _on_target_node(function, context, *args):
+    """`function(config_data, run_dir, *args)` run as a Ray task on a node of the target's kind."""
     import ray
 
     config = context.config
     connect(config)
     concurrent_trials(config)  # a cluster with no target node would leave the task waiting forever
     resources = trial_resources(config)
-    task = ray.remote(ray_worker.preflight_on_node).options(
-        num_cpus=resources.pop("CPU"), num_gpus=resources.pop("GPU"), resources=resources)
+    task = ray.remote(function).options(num_cpus=resources.pop("CPU"), num_gpus=resources.pop("GPU"),
+                                        resources=resources)
     try:
-        return ray.get(task.remote(config.to_dict(), str(Path(context.run_dir).resolve())))
+        return ray.get(task.remote(config.to_dict(), str(Path(context.run_dir).resolve()), *args))
     except ray.exceptions.RayTaskError as error:
         raise (error.cause if isinstance(error.cause, Exception) else error) from None
+
+
+def compute_priors(context, *, seconds: float | None = None) -> dict:
+    """The search's priors (search/priors.py), computed on a target node: its latency probes are
+    measured where trials are."""
+    return _on_target_node(ray_worker.priors_on_node, context, seconds)
 
 
 def optimize(study, context, config: SearchConfig, *, on_trial=None, deadline: float | None = None) -> None:
@@ -136,7 +147,7 @@ def optimize(study, context, config: SearchConfig, *, on_trial=None, deadline: f
     a `time.time()` value, passes: Tune then stops its trials)."""
     from ray import tune
 
-    from slimsearch.search.driver import MAX_CONSECUTIVE_FAILURES, past
+    from slimsearch.search.faults import MAX_CONSECUTIVE_FAILURES, past
 
     connect(config)
     run_dir = Path(context.run_dir).resolve()

@@ -138,3 +138,13 @@ def preflight_on_node(config_data: dict, run_dir: str) -> dict:
         return _preflight(trial_context(config_data, run_dir), Console(stderr=True))
     finally:
         close_contexts()  # a task's worker process idles in Ray's pool afterwards; free its measurer
+
+
+def priors_on_node(config_data: dict, run_dir: str, seconds: float | None) -> dict:
+    """The search's priors (search/priors.py), computed where trials run (a target node)."""
+    from slimsearch.search.priors import compute_priors
+
+    try:
+        return compute_priors(trial_context(config_data, run_dir), seconds=seconds)
+    finally:
+        close_contexts()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+from slimsearch.search.origins import ORIGIN_ATTR, RETRIED_ORIGIN_ATTR, RETRY, origin_of
 from slimsearch.search.storage import FAIL_REASON_ATTR
 
 RETRY_OF_ATTR = "retry_of"
@@ -77,6 +78,9 @@ def _requeue(study, trial, report: Report) -> None:
         report(f"Trial {trial.number} was {reason}; it is recorded as failed. Its candidate was lost "
                f"{retries} times, so it is not queued again.")
     else:
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries},
+        # The retry says it is one (origin `retry`) and keeps what the lost trial was, so a
+        # warm-start point keeps its exemption from screening (search/fidelity.py).
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries,
+                                                      ORIGIN_ATTR: RETRY, RETRIED_ORIGIN_ATTR: origin_of(trial.user_attrs)},
                             skip_if_exists=False)
         report(f"Trial {trial.number} was {reason}; it is recorded as failed and its candidate is queued again.")

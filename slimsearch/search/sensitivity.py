@@ -1,71 +1,125 @@
-"""Layer sensitivity priors: one cheap pass before a search, NetAdapt-style.
+"""Layer sensitivity: one cheap pass before a search, NetAdapt-style.
 
-Each prunable group is pruned alone at PRUNE_PROBE, and each quantizable layer is quantized
-alone to QUANT_PROBE (4 bits, uniform), and the validation accuracy of that one-change model is
-taken as it is built, without fine-tuning. That costs one model build and one validation pass
-per knob: seconds, against minutes per fine-tuned trial. The warm start
-(spaces/warm_start.py) uses it to shape its first candidates: sensitive layers are pruned less
-and kept at 8 bits.
+Each knob is changed alone, the others left as the teacher has them, and the validation
+accuracy of that one-change model is taken as it is built, without fine-tuning:
+- each prunable group at every ratio of PRUNE_PROBES (capped at space.max_prune_ratio): one, as
+  the proposers read pruning sensitivity as an order of the groups, which one ratio gives;
+- each quantizable layer at every width of QUANT_PROBES the space allows (4 and 2 bits, uniform);
+- each separable-eligible conv substituted, and each low-rank layer at its smallest rank.
 
-The result is kept as `sensitivity.json` in the run folder, so a resumed search (and every
-worker of it) starts from the same priors without redoing the pass.
+That costs one model build and one validation pass per probe: seconds, against minutes per
+fine-tuned trial. An untuned accuracy is a coarse signal of what fine-tuning will recover, but
+its order across layers is informative, and it is what the proposers shape their candidates by
+(spaces/genome.py ranks layers by it; search/predictors.py sums it into an accuracy model
+calibrated on finished trials).
+
+The result is kept as `sensitivity.json` in the run folder and in the study (search/priors.py),
+so a resumed search and every worker of it start from the same priors without redoing the pass.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from slimsearch.config import SpaceConfig
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.spaces.candidate import Candidate
-from slimsearch.spaces.knobs import Choice, FloatRange
+from slimsearch.spaces.knobs import Choice, FloatRange, Knob
 from slimsearch.spaces.space import Space
 from slimsearch.tasks.base import Task
 
-PRUNE_PROBE = 0.5
-QUANT_PROBE = "4-uniform"
-FILE_NAME = "sensitivity.json"
+PRUNE_PROBES = (0.5,)
+QUANT_PROBES = ("4-uniform", "2-uniform")
+# Probed on at most this many validation samples: enough to rank layers, bounded on large splits.
+PROBE_SAMPLES = 512
 
 
-def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, run_dir: Path | None = None) -> dict[str, Any]:
-    """{"teacher_accuracy", "prune": {layer: accuracy}, "quant": {layer: accuracy}, "seconds"}.
+def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, seconds: float | None = None) -> dict[str, Any]:
+    """{"teacher_accuracy", "probes": {family: {target: {value: accuracy}}}, "prune": {layer:
+    accuracy at 0.5}, "quant": {layer: accuracy at 4 bits}, "seconds", "complete"}.
 
-    Read from `run_dir/sensitivity.json` when an earlier session of the run computed it.
+    Values are keyed by their JSON text ("0.5", "4-uniform", "true", "0.125"), as they are stored.
+    With `seconds`, the pass stops when that time is spent (`complete` is then False): probes run
+    in order of what they tell the proposers (`probe_plan`), so a cut pass keeps the most useful.
     """
-    path = Path(run_dir) / FILE_NAME if run_dir is not None else None
-    if path is not None and path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
     from slimsearch.techniques import build_student
     from slimsearch.techniques.quantization import calibrate
 
     started = time.perf_counter()
+    val = _subset(task.val, PROBE_SAMPLES)
     base = space.default_candidate().to_dict()["choices"]
-    result: dict[str, Any] = {"teacher_accuracy": accuracy(task.teacher, task.val), "prune": {}, "quant": {},
-                              "probes": {"prune": PRUNE_PROBE, "quant": QUANT_PROBE}}
-    for knob in space.knobs:
-        probe = _probe_value(knob)
-        if probe is None:
-            continue
-        candidate = Candidate({**base, knob.family: {**base.get(knob.family, {}), knob.target: probe}})
+    probes: dict[str, dict[str, dict[str, float]]] = {}
+    plan = probe_plan(space)
+    done = 0
+    for knob, value in plan:
+        if seconds is not None and time.perf_counter() - started > seconds:
+            break
+        candidate = Candidate({**base, knob.family: {**base.get(knob.family, {}), knob.target: value}})
         student = build_student(candidate, task.teacher, task.example_input, settings)
         if knob.family == "quant":
             calibrate(student, task.train.tensors[0])
-        result[knob.family][knob.target] = accuracy(student, task.val)
-    result["seconds"] = round(time.perf_counter() - started, 3)
-    if path is not None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        tmp.replace(path)
-    return result
+        probes.setdefault(knob.family, {}).setdefault(knob.target, {})[value_key(value)] = accuracy(student, val)
+        done += 1
+    return {
+        "teacher_accuracy": accuracy(task.teacher, val),
+        "probes": probes,
+        # The single-figure views the warm start reads (spaces/warm_start.py).
+        "prune": {target: by_value[value_key(_capped(PRUNE_PROBES[0], space, target))]
+                  for target, by_value in probes.get("prune", {}).items()
+                  if value_key(_capped(PRUNE_PROBES[0], space, target)) in by_value},
+        "quant": {target: by_value[value_key(QUANT_PROBES[0])] for target, by_value in probes.get("quant", {}).items()
+                  if value_key(QUANT_PROBES[0]) in by_value},
+        "seconds": round(time.perf_counter() - started, 3),
+        "complete": done == len(plan),
+    }
 
 
-def _probe_value(knob) -> Any:
-    """The value a knob is probed at, or None for knobs this pass does not probe."""
-    if knob.family == "prune" and isinstance(knob.domain, FloatRange):
-        return min(max(PRUNE_PROBE, knob.domain.low), knob.domain.high)
-    if knob.family == "quant" and isinstance(knob.domain, Choice) and QUANT_PROBE in knob.domain.options:
-        return QUANT_PROBE
-    return None
+def probe_plan(space: Space) -> list[tuple[Knob, Any]]:
+    """Every (knob, value) to probe, the most telling first: one probe per layer for each family
+    (the lowest bit width, half the channels, the separable pair, the smallest rank), then the
+    second bit width and the harder prune ratio."""
+    first, second = [], []
+    for knob in space.knobs:
+        values = probe_values(knob)
+        if knob.family == "quant":
+            values = sorted(values, key=lambda v: int(str(v).split("-")[0]))  # 2 bits before 4
+        if values:
+            first.append((knob, values[0]))
+            second += [(knob, value) for value in values[1:]]
+    return first + second
+
+
+def probe_values(knob: Knob) -> list[Any]:
+    """The values a knob is probed at (none for run-wide knobs and families with nothing to probe)."""
+    domain = knob.domain
+    if knob.family == "prune" and isinstance(domain, FloatRange):
+        return list(dict.fromkeys(min(max(ratio, domain.low), domain.high) for ratio in PRUNE_PROBES))
+    if knob.family == "quant" and isinstance(domain, Choice):
+        return [value for value in QUANT_PROBES if value in domain.options]
+    if knob.family == "separable" and isinstance(domain, Choice) and True in domain.options:
+        return [True]
+    if knob.family == "lowrank" and isinstance(domain, Choice):
+        smallest = min(domain.options)
+        return [smallest] if smallest < 1 else []
+    return []
+
+
+def value_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def _capped(ratio: float, space: Space, target: str) -> float:
+    knob = next(k for k in space.knobs if k.family == "prune" and k.target == target)
+    return min(max(ratio, knob.domain.low), knob.domain.high)
+
+
+def _subset(dataset, samples: int):
+    from torch.utils.data import TensorDataset
+
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is None or len(tensors[0]) <= samples:
+        return dataset
+    return TensorDataset(*(tensor[:samples] for tensor in tensors))

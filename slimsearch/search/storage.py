@@ -17,13 +17,13 @@ from typing import Any, Iterator
 
 from slimsearch.config import SearchConfig
 from slimsearch.errors import ConfigError, SlimsearchError, StudyMismatchError, os_reason
+from slimsearch.search.attrs import CONSTRAINT_NAME, FAIL_REASON_ATTR, FIRST_LATENCY_ATTR  # noqa: F401  (re-exported)
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, size_bytes
 OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
 RUN_FILE = "run.json"
 FINGERPRINT_ATTR = "slimsearch_fingerprint"
 CONFIG_ATTR = "slimsearch_config"
-FAIL_REASON_ATTR = "fail_reason"  # user attr of a failed trial: why it failed
 
 
 def default_storage_url(run_dir: Path) -> str:

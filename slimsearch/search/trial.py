@@ -32,8 +32,8 @@ from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import fit, teacher_logits
 from slimsearch.search.fidelity import Screen, screened_out_reason
-from slimsearch.search.samplers import CONSTRAINT_NAME
-from slimsearch.search.storage import artifact_store
+from slimsearch.search.origins import is_warm_start
+from slimsearch.search.storage import CONSTRAINT_NAME, FIRST_LATENCY_ATTR, artifact_store
 from slimsearch.spaces import Candidate, Space
 from slimsearch.spaces.optuna_adapter import suggest_candidate
 from slimsearch.tasks.base import Task
@@ -263,6 +263,9 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             # An early-exit student's latency depends on what its heads will say once trained;
             # before that, the only honest figure is its lower bound (everyone leaves first).
             first, first_shares = context.measure(student, workdir, lower_bound=True, stage=stage)
+        # The predictors learn from every measurement (search/predictors.py); an early-exit
+        # student's first one is its lower bound, every sample leaving at the first exit.
+        trial.set_user_attr(FIRST_LATENCY_ATTR, first.student.value_ms / first.teacher.value_ms)
         violation = config.latency_budget.violation(first.student.value_ms, first.teacher.value_ms)
         if violation > config.latency.margin:
             # Latency-first: no fine-tuning for a candidate that cannot be feasible. Its
@@ -331,7 +334,7 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
 
     return Screen(trial, epochs=context.config.finetune.screen_epochs,
                   latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
-                  evaluate=evaluate, always_promote=bool(trial.user_attrs.get("warm_start")))
+                  evaluate=evaluate, always_promote=is_warm_start(trial.user_attrs))
 
 
 def _exit_shares(exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, float]:

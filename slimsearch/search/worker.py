@@ -50,8 +50,8 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
 
     # Each worker samples with its own seed, or all of them would propose the same candidates.
     seed = config.seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 1_000_003
-    study = optuna.load_study(study_name=study_name, storage=open_worker_storage(storage_url, config.faults, console),
-                              sampler=create_sampler(config.sampler, seed=seed, trials=config.trials))
+    study = optuna.load_study(study_name=study_name, storage=open_worker_storage(storage_url, config.faults, console))
+    study.sampler = create_sampler(config, space, task, study, seed=seed)
     done = sum(1 for trial in study.get_trials(deepcopy=False) if trial.state.name == "COMPLETE")
     console.print(f"Worker {socket.gethostname()}:{os.getpid()} joined study '{study_name}' "
                   f"({st.redacted(storage_url)}): {done} of {config.trials} trials done.", highlight=False,

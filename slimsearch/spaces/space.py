@@ -84,6 +84,19 @@ class Space:
                 choices.setdefault(knob.family, {})[knob.target] = value
         return Candidate(choices)
 
+    def params(self, candidate: Candidate) -> dict[str, Any]:
+        """Sampler values (by parameter name) that reproduce `candidate`: tied knobs take their
+        parameter's first member's value, missing ones their default."""
+        params = {}
+        for parameter in self.parameters():
+            knob = parameter.members[0]
+            params[parameter.name] = candidate.family(knob.family).get(knob.target, knob.default)
+        return params
+
+    def canonical(self, candidate: Candidate) -> Candidate:
+        """`candidate` as this space can express it (ties applied, defaults filled in)."""
+        return self.candidate(self.params(candidate))
+
     def default_candidate(self) -> Candidate:
         """No compression: the teacher's architecture with default fine-tuning knobs."""
         return self.candidate({})

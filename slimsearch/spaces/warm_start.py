@@ -1,17 +1,13 @@
-"""Where a search starts: the candidates a person would try first, queued before the sampler's.
+"""Where a search starts: the candidates a person would try first, before any proposer's own.
 
-In queue order (`starting_candidates`):
-- pruning 0.5 with int8, one early exit at a cautious threshold, and every exit with that pruning;
-- the hand baseline's points: uniform structured pruning at 0.1 ... 0.8, each also with int8
-  (what a user would do with Torch-Pruning by hand);
-- average ratios spread by layer sensitivity (search/sensitivity.py): layers whose removal costs
-  little accuracy are pruned harder, sensitive ones less, and layers that survive 4 bits alone
-  get 4 bits;
-- int8 alone, and the teacher's own neighbourhood (only distillation).
-
-They are cheap insurance: a random first generation in a joint space of dozens of knobs mostly
-lands on candidates that compress everything at once, and the sampler learns faster from a front
-that already holds the obvious trade-offs. Only knobs the space has are set; every other knob keeps
+In order (`starting_candidates`): pruning 0.5 with int8, one early exit at a cautious threshold,
+every exit with that pruning, int8 alone; then the hand baseline's points (uniform structured
+pruning at 0.1 ... 0.8, each also with int8: what a user would do with Torch-Pruning by hand)
+and the teacher's own neighbourhood (only distillation). A search takes only the first few
+(search/proposals/warm_start.py): they are cheap insurance, not where the front comes from;
+the sensitivity-shaped and mixed-precision points are the allocation proposer's and the
+genome's business now (search/proposals/allocation.py, spaces/genome.py). The bench uses
+`hand_baseline` as its hand method. Only knobs the space has are set; every other knob keeps
 its default.
 """
 
@@ -24,13 +20,8 @@ from slimsearch.spaces.knobs import Choice, FloatRange, Knob
 from slimsearch.spaces.space import Space
 
 HAND_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the hand baseline's uniform pruning ratios
-WARM_RATIOS = (0.5, 0.3, 0.7)  # the average ratios the warm start spreads by sensitivity
 INT8 = "8-uniform"
-INT4 = "4-uniform"
 EXIT_THRESHOLD = 0.9
-# Sensitivity-spread ratios go from (1 + SPREAD) x the average for the least sensitive layer to
-# (1 - SPREAD) x for the most sensitive one.
-SPREAD = 0.5
 
 
 class _Builder:
@@ -67,30 +58,13 @@ def hand_baseline(space: Space, ratios: Iterable[float] = HAND_RATIOS) -> list[C
     return list(dict.fromkeys(points))
 
 
-def starting_candidates(space: Space, sensitivity: Mapping[str, Any] | None = None) -> list[Candidate]:
-    """The warm start in the order it is queued; `sensitivity` is `search.sensitivity.layer_sensitivity`'s result.
-
-    In order: pruning at 0.5 with int8, one early exit, every exit with that pruning; the hand
-    baseline's points (uniform pruning 0.1 ... 0.8, each also with int8); the sensitivity-spread
-    ratios; int8 alone and the teacher. Fine-tuning is seeded by candidate and warm-start points
-    are never screened out (search/fidelity.py), so the hand baseline's points train here exactly
-    as in the baseline itself: a search given the time to get through them has done at least
-    what a user would have by hand.
-    """
+def starting_candidates(space: Space) -> list[Candidate]:
+    """The warm start, in the order it is proposed (see the module's doc)."""
     build = _Builder(space)
-    int8 = build.int8()
-    points = _leading(build) + hand_baseline(space)
-    for ratio in WARM_RATIOS if sensitivity else ():
-        spread = spread_by_sensitivity(build.knobs.get("prune", []), sensitivity.get("prune", {}), ratio)
-        if spread:
-            points.append(build.candidate(prune=spread, quant=int8))
-            mixed = mixed_precision(build.knobs.get("quant", []), sensitivity.get("quant", {}),
-                                    sensitivity.get("teacher_accuracy"))
-            if mixed:
-                points.append(build.candidate(prune=spread, quant=mixed))
-    if int8:
-        points.append(build.candidate(quant=int8))
-    return _teacher_last(build, points)
+    points = _leading(build)
+    if build.int8():
+        points.append(build.candidate(quant=build.int8()))
+    return _teacher_last(build, points + hand_baseline(space))
 
 
 def _teacher_last(build: _Builder, points: list[Candidate]) -> list[Candidate]:
@@ -100,13 +74,6 @@ def _teacher_last(build: _Builder, points: list[Candidate]) -> list[Candidate]:
     should spend its first trials on the others."""
     teacher = build.candidate()
     return [point for point in dict.fromkeys(points) if point != teacher] + [teacher]
-
-
-def uses_sensitivity(space: Space, count: int) -> bool:
-    """Whether the first `count` warm-start points reach the sensitivity-shaped ones (a search
-    that queues fewer need not run the sensitivity pass)."""
-    build = _Builder(space)
-    return count > len(_teacher_last(build, _leading(build) + hand_baseline(space))) - 1
 
 
 def _leading(build: _Builder) -> list[Candidate]:
@@ -120,39 +87,6 @@ def _leading(build: _Builder) -> list[Candidate]:
         points += [build.candidate(exits={exits[0].target: EXIT_THRESHOLD}, quant=int8),
                    build.candidate(exits={k.target: EXIT_THRESHOLD for k in exits}, prune=half, quant=int8)]
     return points
-
-
-def spread_by_sensitivity(knobs: list[Knob], accuracies: Mapping[str, float], average: float) -> dict[str, float]:
-    """Per-layer ratios averaging about `average`, the least sensitive layers pruned hardest.
-
-    Layers are ranked by their accuracy with that layer alone pruned (higher: less sensitive);
-    ranks map linearly onto (1 + SPREAD) ... (1 - SPREAD) times the average, each ratio then
-    snapped to the knob's grid and range. Ranks rather than raw drops, because an untuned
-    pruned network's accuracy is a coarse signal: its order is more trustworthy than its size.
-    """
-    ranked = sorted((k for k in knobs if k.target in accuracies), key=lambda k: -accuracies[k.target])
-    if len(ranked) < 2:
-        return {}
-    ratios = {}
-    for rank, knob in enumerate(ranked):
-        scale = 1 + SPREAD - 2 * SPREAD * rank / (len(ranked) - 1)
-        ratios[knob.target] = _snap(knob.domain, average * scale)
-    return ratios
-
-
-def mixed_precision(knobs: list[Knob], accuracies: Mapping[str, float], teacher_accuracy: float | None,
-                    tolerance: float = 0.01) -> dict[str, str]:
-    """4 bits for layers that lose at most `tolerance` accuracy at 4 bits alone, int8 for the rest;
-    empty when no layer qualifies (the int8 point already covers that)."""
-    if teacher_accuracy is None:
-        return {}
-    choice = {}
-    for knob in knobs:
-        if INT8 not in knob.domain.options:
-            continue
-        robust = knob.target in accuracies and accuracies[knob.target] >= teacher_accuracy - tolerance
-        choice[knob.target] = INT4 if robust and INT4 in knob.domain.options else INT8
-    return choice if INT4 in choice.values() else {}
 
 
 def _snap(domain, value: float) -> float:

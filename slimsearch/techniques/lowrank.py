@@ -34,7 +34,11 @@ def shape_of(layer: nn.Module) -> tuple[int, int]:
 
 def rank_for(layer: nn.Module, ratio: float) -> int | None:
     """The rank a ratio asks for (of the full rank min(out, in)), or None when it saves nothing."""
-    outputs, inputs = shape_of(layer)
+    return rank_for_shape(*shape_of(layer), ratio)
+
+
+def rank_for_shape(outputs: int, inputs: int, ratio: float) -> int | None:
+    """`rank_for` from the layer's (outputs, inputs) alone."""
     rank = max(1, round(ratio * min(outputs, inputs)))
     return rank if rank * (outputs + inputs) < outputs * inputs else None
 

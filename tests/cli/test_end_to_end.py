@@ -11,7 +11,7 @@ from slimsearch.tasks import create_task
 from tests.conftest import slimsearch_cli, write_toml
 
 FRONT_KEYS = {"trial", "accuracy", "teacher_accuracy", "latency_ms", "teacher_latency_ms", "speedup", "size_bytes",
-              "feasible", "candidate", "macs", "macs_ratio", "params_ratio", "flags"}
+              "feasible", "candidate", "origin", "macs", "macs_ratio", "params_ratio", "flags"}
 
 
 def test_search_front_export_and_resume(tiny_settings, tmp_path):
@@ -38,8 +38,16 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
         assert record["candidate"]["version"] == 1
         assert {"prune", "quant", "distill", "separable", "lowrank", "exits"} <= choices.keys()
         assert "criterion" in choices["exits"] and all(isinstance(v, bool) for v in choices["separable"].values())
-    # Beyond the warm start (uniform int8), the sampler's trials explore mixed precision.
-    sampled = [json.loads(c)["choices"]["quant"] for c in slimsearch.load(run_dir).trials["candidate"].dropna()]
+    # Every trial says which proposer chose it: one warm-start point in a search this short, then
+    # the proposers, whose predictions are kept beside what the trial measured.
+    trials = slimsearch.load(run_dir).trials
+    assert list(trials["origin"])[:1] == ["warm_start"] and "warm_start" not in list(trials["origin"])[1:]
+    assert set(trials["origin"][1:]) <= {"allocation", "predictor", "sampler"}
+    predicted = trials[trials["origin"].isin(["allocation", "predictor"])]
+    assert len(predicted) and predicted["predicted_latency_ratio"].notna().all()
+    assert all(record["origin"] in {"warm_start", "allocation", "predictor", "sampler"} for record in records)
+    # Beyond the warm start (uniform int8), the proposers explore mixed precision.
+    sampled = [json.loads(c)["choices"]["quant"] for c in trials["candidate"].dropna()]
     assert any(len({value.split("-")[0] for value in quant.values()}) >= 2 for quant in sampled)
 
     # Running the same command again resumes the study instead of starting over.

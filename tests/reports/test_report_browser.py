@@ -28,15 +28,17 @@ def test_report_draws_the_front_with_no_errors(tiny_result, tmp_path_factory):
         assert page.problems == {"console": [], "pageerror": [], "dialog": [], "network": []}
         traces = page.evaluate("""() => document.getElementById('plot-front').data
                                           .map(t => ({uid: t.uid, n: (t.x || []).length}))""")
-        front = [t["n"] for t in traces if t["uid"] == "front"]
-        assert front == [len(tiny_result.front)], traces
+        # The front is drawn one trace per origin (the proposer that chose each model).
+        front = [t for t in traces if t["uid"].startswith("front")]
+        assert sum(t["n"] for t in front) == len(tiny_result.front), traces
+        assert {t["uid"].removeprefix("front-") for t in front} == set(tiny_result.front["origin"]) or not len(tiny_result.front)
         plots = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => e.id)")
         assert plots == ["plot-front", "plot-pairs", "plot-layers", "plot-progress", "plot-timing"]
 
         # Sorting: a click on "latency ms" orders the rows by latency, missing values last.
         page.click("table.trials th:has-text('latency ms')")
         latencies = page.evaluate("""() => Array.from(document.querySelectorAll('#trials tbody tr'))
-            .map(r => r.cells[4].getAttribute('data-v')).filter(v => v !== null).map(Number)""")
+            .map(r => r.cells[5].getAttribute('data-v')).filter(v => v !== null).map(Number)""")
         assert latencies == sorted(latencies) and len(latencies) == tiny_result.trials["latency_ms"].notna().sum()
 
         screenshot = artifacts_dir(tmp_path_factory.mktemp("artifacts")) / "report.png"

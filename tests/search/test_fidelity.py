@@ -87,7 +87,7 @@ def test_screening_and_the_time_budget_in_a_real_search(tiny_settings):
     assert set(result.front["trial"]) <= {t.number for t in screened if t.user_attrs[SCREEN_ATTR]["promoted"]}
 
     # The benchmark's figures for this run: what `make bench` reports, on a search small enough to check.
-    figures = _bench().run_figures(result.study, elapsed)
+    figures, _ = _bench().run_figures(result.study, elapsed)
     eligible = result.front  # the front is within the eligible trials, so they are not empty
     assert figures["full_finetunes"] >= len(eligible) > 0 and figures["trials"] == len(result.study.get_trials())
     assert figures["hypervolume"] >= 0 and 0 <= figures["overhead_share"] < 1

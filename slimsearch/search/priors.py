@@ -1,0 +1,170 @@
+"""What a search learns before its first trial: layer sensitivity and a few latency probes.
+
+- the layer sensitivity pass (search/sensitivity.py): untuned accuracy with one knob changed;
+- latency probes: a handful of candidates spanning the cost features (uniform pruning at two
+  ratios, int8, separable convs, low rank, an early exit), each timed against the teacher like
+  a trial's first measurement, so that the latency predictor starts from measurements of this
+  model on this machine rather than from a guess.
+
+Both are computed once per study, kept in the study (user attr `priors`: every worker, on any
+machine, reads the same) and in `runs/<name>/priors.json` for people to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimsearch.search.sensitivity import PROBE_SAMPLES, layer_sensitivity
+from slimsearch.spaces.candidate import Candidate
+from slimsearch.spaces.encoding import Encoding
+from slimsearch.spaces.exits import OFF
+
+PRIORS_ATTR = "priors"
+FILE_NAME = "priors.json"
+PROBE_RATIOS = (0.5, 0.8)
+PRIORS_VERSION = 1  # bump when what the priors hold, or how they are measured, changes
+# A time-bounded search spends at most this share of its time on the priors, the sensitivity
+# pass at most SENSITIVITY_SHARE of that; the latency probes have the rest.
+PRIORS_SHARE = 0.2
+SENSITIVITY_SHARE = 0.7
+
+
+def stored_priors(study) -> dict[str, Any]:
+    return study.user_attrs.get(PRIORS_ATTR) or {}
+
+
+def ensure_priors(study, context, report, *, deadline: float | None = None, compute=None) -> dict[str, Any]:
+    """The study's priors, computed and stored first if it has none yet.
+
+    A search of the same teacher, data, space and measurement protocol on this machine reuses
+    the last one's (kept in the cache folder, `priors/`): a new budget or name needs no new pass.
+    A search bounded by time (`deadline`, a time.time() value) gives the priors at most
+    PRIORS_SHARE of what is left; a pass cut short is used, but not cached. `compute` computes
+    them (default `compute_priors`, here; the Ray backend's runs it on a target node).
+    """
+    priors = stored_priors(study)
+    if priors:
+        return priors
+    cached = _cache_path(context)
+    if cached.exists():
+        priors = json.loads(cached.read_text(encoding="utf-8"))
+        report(f"Priors: the layer sensitivity and latency probes of an earlier search of this model ({cached}).")
+    else:
+        seconds = None if deadline is None else max(5.0, PRIORS_SHARE * (deadline - time.time()))
+        priors = (compute or compute_priors)(context, seconds=seconds)
+        if priors["sensitivity"]["complete"] and priors["latency_complete"]:
+            _write(cached, priors)
+        sensitivity = priors["sensitivity"]
+        probes = sum(len(by_value) for targets in sensitivity["probes"].values() for by_value in targets.values())
+        report(f"Priors: {probes} layer sensitivity probes in {sensitivity['seconds']:.1f} s, "
+               f"{len(priors['latency_probes'])} latency probes in {priors['latency_seconds']:.1f} s.")
+    study.set_user_attr(PRIORS_ATTR, priors)
+    _write(Path(context.run_dir) / FILE_NAME, priors)
+    return priors
+
+
+def _write(path: Path, priors: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(priors, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _cache_path(context) -> Path:
+    """Where this model's priors are cached: keyed by the teacher's weights, the validation inputs,
+    the space, and how and where latency is measured."""
+    import hashlib
+
+    from slimsearch.config import default_cache_dir
+    from slimsearch.search.environment import environment_info
+
+    config, task = context.config, context.task
+    digest = hashlib.sha256()
+    for name, tensor in task.teacher.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(task.val.tensors[0][:PROBE_SAMPLES].contiguous().numpy().tobytes())
+    machine = environment_info(config)
+    digest.update(json.dumps([PRIORS_VERSION, context.space.signature(), config.to_dict()["space"],
+                              config.to_dict()["target"], config.to_dict()["latency"],
+                              machine.get("cpu"), machine.get("versions")], sort_keys=True, default=str).encode())
+    return default_cache_dir() / "priors" / f"priors-{digest.hexdigest()[:20]}.json"
+
+
+def compute_priors(context, *, seconds: float | None = None) -> dict[str, Any]:
+    """Sensitivity first, latency probes after; with `seconds`, each stops at its share of it."""
+    config, task, space = context.config, context.task, context.space
+    started = time.perf_counter()
+    sensitivity = layer_sensitivity(space, task, config.space,
+                                    seconds=None if seconds is None else SENSITIVITY_SHARE * seconds)
+    probes, candidates = [], latency_probe_candidates(Encoding(space))
+    latency_started = time.perf_counter()
+    for candidate in candidates:
+        if seconds is not None and time.perf_counter() - started > seconds:
+            break
+        probes.append({"candidate": candidate.to_dict(), "ratio": probe_latency(context, candidate)})
+    return {"sensitivity": sensitivity, "latency_probes": probes, "latency_complete": len(probes) == len(candidates),
+            "latency_seconds": round(time.perf_counter() - latency_started, 3)}
+
+
+def probe_latency(context, candidate: Candidate) -> float:
+    """The candidate's first-measurement latency ratio, as a trial takes it (lower bound for exits)."""
+    from slimsearch.techniques import build_student
+    from slimsearch.techniques.quantization import calibrate
+
+    student = build_student(candidate, context.task.teacher, context.task.example_input, context.config.space)
+    calibrate(student, context.task.train.tensors[0])
+    with tempfile.TemporaryDirectory(prefix="slimsearch-probe-") as tmp:
+        measured, _ = context.measure(student, Path(tmp), lower_bound=True)
+    return measured.student.value_ms / measured.teacher.value_ms
+
+
+def latency_probe_candidates(encoding: Encoding) -> list[Candidate]:
+    """Candidates spanning the latency features: each family alone and with pruning."""
+    knobs = encoding.knobs
+    base = encoding.default
+
+    def with_values(row, family: str, pick) -> np.ndarray:
+        row = row.copy()
+        for column in encoding.columns(family):
+            value = pick(knobs[column])
+            if value is not None:
+                row[column] = value
+        return row
+
+    def prune(ratio):
+        return lambda knob: min(ratio, knob.domain.high)
+
+    def option(wanted):
+        return lambda knob: knob.domain.options.index(wanted) if wanted in knob.domain.options else None
+
+    def smallest_rank(knob):
+        return knob.domain.options.index(min(knob.domain.options))
+
+    half, hard = prune(PROBE_RATIOS[0]), prune(PROBE_RATIOS[1])
+    int8 = with_values(base, "quant", option("8-uniform"))
+    separable = with_values(base, "separable", option(True))
+    exits = encoding.columns("exits")
+    exit_rows = []
+    for column in (exits[:1] + exits[-1:]) if exits else []:
+        row = base.copy()
+        row[column] = next(i for i, o in enumerate(knobs[column].domain.options) if o != OFF)
+        exit_rows.append(row)
+    # The most telling first: a time-bounded search may stop after any of them.
+    rows = [with_values(base, "prune", half), int8, with_values(int8, "prune", half),
+            with_values(separable, "prune", half), with_values(base, "prune", hard), *exit_rows[:1],
+            with_values(base, "lowrank", smallest_rank), separable, with_values(int8, "prune", hard), *exit_rows[1:]]
+    default = encoding.keys(base[None, :])[0]
+    unique, seen = [], {default}
+    for row, key in zip(rows, encoding.keys(np.array(rows))):
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return encoding.decode(np.array(unique)) if unique else []

@@ -1,0 +1,73 @@
+"""The proposal engine: which proposer speaks next, with what it knows, and nothing proposed twice.
+
+Before every proposal the engine reads the study (every process works from the same study,
+so `--jobs`, `slimsearch worker`s and resumed searches need no state of their own), refits the
+predictors, and asks the warm start first, then the others in the order of SCHEDULE, rotated
+by how many trials they have already proposed; one with nothing to offer passes its turn on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimsearch.search.origins import ALLOCATION, PREDICTOR, SAMPLER
+from slimsearch.search.proposals.base import History, Proposal, Proposer, read_history
+from slimsearch.search.proposals.knowledge import Knowledge
+from slimsearch.spaces.encoding import Encoding
+
+# Half the turns to the predictor-guided search, a quarter each to the budgeted allocation and
+# the sampler: the predictor exploits what has been measured, allocation covers the latency
+# range along the sensitivity, and the sampler keeps exploring where the predictors are wrong.
+SCHEDULE = (ALLOCATION, PREDICTOR, SAMPLER, PREDICTOR)
+
+
+@dataclass
+class ProposalEngine:
+    encoding: Encoding
+    proposers: dict[str, Proposer]
+    knowledge: Knowledge | None = None
+    warm_start: Proposer | None = None
+    seed: int = 0
+    schedule: tuple[str, ...] = SCHEDULE
+    last_seconds: float = 0.0  # how long the last proposal took (fitting included), for the record
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._finished: dict = {}  # trial number -> Record of a finished trial
+
+    def propose(self, trials) -> Proposal | None:
+        """The next proposal for a study whose trials (Optuna FrozenTrials) are `trials`."""
+        started = time.perf_counter()
+        try:
+            return self._propose(self._history(trials))
+        finally:
+            self.last_seconds = time.perf_counter() - started
+
+    def _history(self, trials) -> History:
+        # A finished trial never changes: each is read once.
+        fresh = {r.number: r for r in read_history([t for t in trials if t.number not in self._finished],
+                                                   self.encoding).records}
+        for number, record in fresh.items():
+            if record.state in ("COMPLETE", "FAIL", "PRUNED"):
+                self._finished[number] = record
+        return History([self._finished.get(t.number) or fresh[t.number] for t in trials])
+
+    def _propose(self, history: History) -> Proposal | None:
+        if self.warm_start is not None:
+            proposal = self.warm_start.propose(history, self._rng)
+            if proposal is not None:
+                return proposal
+        if self.knowledge is not None:
+            self.knowledge.refit(history)
+        order = [origin for origin in self.schedule if origin in self.proposers]
+        if not order:
+            return None
+        turn = sum(history.count(origin) for origin in set(order))
+        for step in range(len(order)):
+            proposal = self.proposers[order[(turn + step) % len(order)]].propose(history, self._rng)
+            if proposal is not None:
+                return proposal
+        return None

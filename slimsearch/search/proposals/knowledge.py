@@ -1,0 +1,160 @@
+"""What the proposers know about a search, refreshed from the study before every proposal.
+
+The model's layout (spaces/layout.py), the genome (spaces/genome.py), the latency and accuracy
+predictors (search/predictors.py) refitted on every measurement so far, the budget as a ratio
+to the teacher's latency, and the objective space in which candidates are compared: accuracy
+loss relative to the teacher, log10 latency ratio and log10 size ratio, all minimised (the
+bench's hypervolume uses the same normalisation, bench/search_quality.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor
+from slimsearch.search.proposals.base import History
+from slimsearch.spaces.candidate import Candidate
+from slimsearch.spaces.genome import Genome
+from slimsearch.spaces.layout import Layout
+
+# Models losing more than this share of the teacher's accuracy add nothing to the hypervolume
+# the proposers maximise.
+LOSS_REFERENCE = 0.10
+
+
+@dataclass
+class Predicted:
+    accuracy: np.ndarray
+    latency_ratio: np.ndarray
+    lower_bound_ratio: np.ndarray  # an early-exit candidate with every sample at its first exit
+    size_bytes: np.ndarray
+
+    def record(self, index: int, **extra: float) -> dict[str, float]:
+        """One candidate's predictions, as a trial keeps them (`predicted` user attr)."""
+        return {"accuracy": float(self.accuracy[index]), "latency_ratio": float(self.latency_ratio[index]),
+                "lower_bound_ratio": float(self.lower_bound_ratio[index]),
+                "size_bytes": float(self.size_bytes[index]), **extra}
+
+
+class Knowledge:
+    def __init__(self, layout: Layout, priors: dict[str, Any], *, budget_ratio: float, teacher: dict[str, Any]):
+        self.layout, self.encoding = layout, layout.encoding
+        sensitivity = priors.get("sensitivity") or {}
+        self.genome = Genome(self.encoding, sensitivity)
+        self.latency = LatencyPredictor(layout)
+        teacher_accuracy = float(teacher.get("val_accuracy", sensitivity.get("teacher_accuracy", 1.0)))
+        self.accuracy = AccuracyPredictor(Damage(layout, sensitivity), teacher_accuracy)
+        self.teacher_accuracy = teacher_accuracy
+        self.teacher_size = float(teacher.get("size_bytes") or layout.teacher["size_bytes"][0])
+        self.budget_ratio = budget_ratio
+        probes = priors.get("latency_probes", [])
+        rows = self.encoding.encode([Candidate.from_dict(probe["candidate"]) for probe in probes])
+        self._probes = [LatencyObservation(row, float(probe["ratio"])) for row, probe in zip(rows, probes)]
+
+    # --- fitting -------------------------------------------------------------------------------
+    def refit(self, history: History) -> None:
+        self.latency.fit(self.latency_observations(history))
+        tuned = history.fine_tuned()
+        if tuned:
+            self.accuracy.fit(np.array([r.row for r in tuned]), np.array([r.accuracy for r in tuned]))
+        else:
+            self.accuracy.fit(np.zeros((0, self.encoding.width)), np.zeros(0))
+
+    def latency_observations(self, history: History, *, exclude: set[int] = frozenset()) -> list[LatencyObservation]:
+        observations = list(self._probes)
+        for record in history.records:
+            if record.row is None or record.number in exclude:
+                continue
+            if record.first_latency_ratio is not None:
+                observations.append(LatencyObservation(record.row, float(record.first_latency_ratio)))
+            if record.exit_shares and record.fine_tuned and record.latency_ratio is not None:
+                observations.append(LatencyObservation(record.row, record.latency_ratio,
+                                                       self.path_shares(record.row, record.exit_shares)))
+        return observations
+
+    def path_shares(self, row: np.ndarray, shares: dict[str, float]) -> np.ndarray:
+        """A trial's recorded exit shares (live exits by stage, then "final") as a vector over the layout's paths."""
+        vector = np.zeros(len(self.layout.exits) + 1)
+        stages = {self.encoding.knobs[point.column].target: position for position, point in enumerate(self.layout.exits)}
+        for name, share in shares.items():
+            vector[stages.get(name, len(self.layout.exits))] += float(share)
+        return vector
+
+    # --- predicting ----------------------------------------------------------------------------
+    def predict(self, rows: np.ndarray) -> Predicted:
+        rows = np.atleast_2d(rows)
+        features = self.layout.features(rows)
+        return Predicted(accuracy=self.accuracy.predict(rows),
+                         latency_ratio=self.latency.predict(rows, features=features),
+                         lower_bound_ratio=self.latency.predict(rows, lower_bound=True, features=features),
+                         size_bytes=features["size_bytes"])
+
+    def objectives(self, accuracy, latency_ratio, size_bytes) -> np.ndarray:
+        """(n, 3), all minimised: relative accuracy loss, log10 latency ratio, log10 size ratio."""
+        accuracy = np.asarray(accuracy, dtype=float)
+        loss = np.maximum(0.0, 1.0 - accuracy / self.teacher_accuracy)
+        return np.column_stack([loss, np.log10(np.maximum(np.asarray(latency_ratio, dtype=float), 1e-9)),
+                                np.log10(np.maximum(np.asarray(size_bytes, dtype=float), 1.0) / self.teacher_size)])
+
+    @property
+    def reference(self) -> np.ndarray:
+        return np.array([LOSS_REFERENCE, math.log10(max(self.budget_ratio, 1e-9)), 0.0])
+
+    def front_points(self, history: History) -> np.ndarray:
+        """The objective points of the fine-tuned, feasible trials (dominated ones included: they add nothing)."""
+        records = [r for r in history.fine_tuned() if r.feasible and r.latency_ratio and r.size_bytes]
+        if not records:
+            return np.zeros((0, 3))
+        return self.objectives([r.accuracy for r in records], [r.latency_ratio for r in records],
+                               [r.size_bytes for r in records])
+
+    def pending_points(self, history: History) -> np.ndarray:
+        """Predicted points of the trials still running or queued: counted as if already measured,
+        so parallel workers do not all chase the same gap."""
+        rows = [r.row for r in history.records if r.state in ("RUNNING", "WAITING") and r.row is not None]
+        if not rows:
+            return np.zeros((0, 3))
+        predicted = self.predict(np.array(rows))
+        return self.objectives(predicted.accuracy, predicted.latency_ratio, predicted.size_bytes)
+
+    def feasible(self, predicted: Predicted) -> np.ndarray:
+        return predicted.latency_ratio <= self.budget_ratio
+
+
+def heldout_errors(knowledge: Knowledge, history: History, *, folds: int = 5) -> dict[str, float]:
+    """Each predictor's error on trials it was not fitted on (k-fold over the trials, the priors'
+    probes always in the fit): the latency's median absolute percentage error on first
+    measurements, and the rank correlation of predicted and measured fine-tuned accuracy."""
+    from slimsearch.search.predictors import spearman
+
+    measured = [r for r in history.records if r.row is not None and r.first_latency_ratio is not None]
+    errors, predicted_acc, measured_acc = [], [], []
+    tuned = history.fine_tuned()
+    for fold in range(folds):
+        held = {r.number for i, r in enumerate(measured) if i % folds == fold}
+        held_tuned = [r for i, r in enumerate(tuned) if i % folds == fold]
+        if not held and not held_tuned:
+            continue
+        latency = LatencyPredictor(knowledge.layout).fit(knowledge.latency_observations(history, exclude=held))
+        for record in measured:
+            if record.number in held:
+                guess = float(latency.predict(record.row[None, :], lower_bound=True)[0])
+                errors.append(abs(guess / record.first_latency_ratio - 1.0))
+        train = [r for r in tuned if r not in held_tuned]
+        accuracy = AccuracyPredictor(knowledge.accuracy.damage, knowledge.teacher_accuracy)
+        accuracy.fit(np.array([r.row for r in train]).reshape(len(train), -1), np.array([r.accuracy for r in train]))
+        for record in held_tuned:
+            predicted_acc.append(float(accuracy.predict(record.row[None, :])[0]))
+            measured_acc.append(record.accuracy)
+    return {
+        "latency_mape": float(np.median(errors)) if errors else float("nan"),
+        "latency_samples": len(errors),
+        "accuracy_spearman": spearman(predicted_acc, measured_acc),
+        "accuracy_samples": len(measured_acc),
+    }
+
+

@@ -1,0 +1,348 @@
+"""What a candidate changes in the network, from shapes alone, for thousands of candidates at once.
+
+Building a student to look at it takes from a fraction of a second to seconds (deep copies,
+Torch-Pruning's dependency graph, k-means); the predictors and inner searches of the proposers
+(search/predictors.py, search/proposals/) need these figures for thousands of candidates per
+proposal. So the teacher's layer table is read once: every conv / linear layer with its channels,
+kernel and feature-map sizes, which pruning group removes its output and its input channels,
+and its stage. From it and an encoded candidate matrix (spaces/encoding.py) `Layout.features`
+computes, per candidate: multiply-accumulates split by how they run (dense float, dense int8,
+depthwise), weighted ops, activation elements, the activations entering int8 layers, packed
+weight bytes, and the same for every early-exit prefix.
+
+Nothing here is a latency or an accuracy. Latency is fitted to these features from measured
+trials (search/predictors.py); the features only have to be what drives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimsearch.spaces.encoding import Encoding
+from slimsearch.spaces.exits import CRITERION, OFF
+from slimsearch.spaces.introspect import WEIGHTED_LAYERS, stage_names
+from slimsearch.spaces.quant import decode_choice, INTEGER_BITS
+from slimsearch.spaces.space import Space
+
+FLOAT_BITS = 32
+EXIT_GRID = 4  # techniques/exits.GRID: an exit head pools to at most this grid
+# Latency features of one execution path, in this order (search/predictors.py fits weights to them).
+LATENCY_FEATURES = ("graph", "macs_float", "macs_int8", "macs_depthwise", "ops_float", "ops_int8",
+                    "activations", "int8_inputs", "segments")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    c_in: int
+    c_out: int
+    kernel: int  # product of kernel sizes (1 for a linear layer)
+    groups: int
+    out_positions: int  # output elements per channel (spatial positions; 1 for a linear layer)
+    in_positions: int
+    stage: int  # 1-based stage as in introspect.stage_names; a large number for the head
+    out_group: int | None  # encoding column of the prune knob removing its output channels
+    in_group: int | None  # ... and its input channels
+    has_bias: bool
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.c_in
+
+    def base_macs(self) -> float:
+        return float(self.out_positions * self.c_out * (self.c_in // self.groups) * self.kernel)
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    column: int  # encoding column of the exit's knob
+    stage: int
+    channels: int
+    group: int | None  # prune knob column of the channels the exit reads
+    positions: int  # pooled grid cells the head reads
+
+
+class Layout:
+    def __init__(self, encoding: Encoding, layers: list[LayerInfo], others: list[tuple[int, int | None]],
+                 exits: list[ExitInfo], num_classes: int, round_to: int):
+        self.encoding, self.layers, self.exits = encoding, layers, exits
+        self.num_classes, self.round_to = num_classes, round_to
+        self._others = others  # (float elements, prune column) of BatchNorm and other non-layer parameters
+        knobs = encoding.knobs
+        self._prune = [c for c in encoding.columns("prune")]
+        self._prune_channels = {c: _root_channels(layers, knobs[c].target) for c in self._prune}
+        self._quant = [encoding.column("quant", layer.name) for layer in layers]
+        # Per quant column: the bit width and k-means flag of each option, decoded once.
+        self._quant_tables = {}
+        for column in self._quant:
+            if column is not None:
+                decoded = [decode_choice(option) for option in knobs[column].domain.options]
+                self._quant_tables[column] = (np.array([bits for bits, _ in decoded]),
+                                              np.array([1 if mode == "kmeans" else 0 for _, mode in decoded]))
+        self._separable = [encoding.column("separable", layer.name) for layer in layers]
+        self._lowrank = [encoding.column("lowrank", layer.name) for layer in layers]
+        self._teacher = self.features(encoding.default[None, :])
+
+    @classmethod
+    def discover(cls, space: Space, model: nn.Module, example_input: torch.Tensor, *, round_to: int) -> Layout:
+        encoding = Encoding(space)
+        calls = _trace(model, example_input)
+        stages = stage_names([_Call(name, shape) for name, _, shape in calls])
+        modules = dict(model.named_modules())
+        out_group, in_group, other_group = _prune_membership(model, example_input, encoding, [calls[-1][0]] if calls else [])
+        layers = []
+        for name, in_shape, out_shape in calls:
+            layer = modules[name]
+            linear = isinstance(layer, nn.Linear)
+            stage = stages.get(name, "head")
+            layers.append(LayerInfo(
+                name=name, c_in=layer.in_features if linear else layer.in_channels,
+                c_out=layer.out_features if linear else layer.out_channels,
+                kernel=1 if linear else int(np.prod(layer.kernel_size)), groups=1 if linear else layer.groups,
+                out_positions=int(np.prod(out_shape[2:])) if not linear else int(np.prod(out_shape[1:-1] or (1,))),
+                in_positions=int(np.prod(in_shape[2:])) if not linear else int(np.prod(in_shape[1:-1] or (1,))),
+                stage=int(stage.removeprefix("stage")) if stage.startswith("stage") else 10**6,
+                out_group=out_group.get(name), in_group=in_group.get(name), has_bias=layer.bias is not None))
+        others = []
+        weighted = {layer.name for layer in layers}
+        for name, module in modules.items():
+            if name in weighted or isinstance(module, WEIGHTED_LAYERS):
+                continue
+            elements = sum(t.numel() for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+                           if t.is_floating_point())
+            if elements:
+                others.append((elements, other_group.get(name)))
+        with torch.no_grad():
+            num_classes = int(model.eval()(example_input).shape[1])
+        return cls(encoding, layers, others, _exit_infos(encoding, model, example_input, layers),
+                   num_classes, round_to)
+
+    # --- per candidate -------------------------------------------------------------------
+    def keep(self, rows: np.ndarray) -> dict[int, np.ndarray]:
+        """Share of channels each prune group keeps, per row, as pruning rounds it (techniques/pruning.kept_channels)."""
+        keep = {}
+        for column in self._prune:
+            channels = self._prune_channels[column]
+            steps = np.maximum(1, np.round(channels * (1.0 - rows[:, column]) / self.round_to))
+            keep[column] = np.minimum(channels, steps * self.round_to) / channels
+        return keep
+
+    def prune_channels(self, column: int) -> int:
+        """Output channels of the layer rooting a prune knob's group."""
+        return self._prune_channels[column]
+
+    def keep_at(self, column: int, ratio: float) -> float:
+        """The share of channels a prune knob keeps at `ratio`."""
+        row = self.encoding.default.copy()
+        row[column] = ratio
+        return float(self.keep(row[None, :])[column][0])
+
+    def features(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Cost features per row: "paths" (n, exits + 1, len(LATENCY_FEATURES)), the latency
+        features of running up to each live exit (all-zero rows for exits that are off) and of the
+        whole network last; "size_bytes" (n,); "macs" (n,); "exit_on" (n, exits)."""
+        rows = np.atleast_2d(rows)
+        n = len(rows)
+        keep = self.keep(rows)
+        ones = np.ones(n)
+        per_layer = np.zeros((n, len(self.layers), len(LATENCY_FEATURES)))
+        bits_total = np.zeros(n)
+        macs = np.zeros(n)
+        feature = {name: index for index, name in enumerate(LATENCY_FEATURES)}
+        for index, layer in enumerate(self.layers):
+            keep_out = keep.get(layer.out_group, ones) if layer.out_group is not None else ones
+            keep_in = keep.get(layer.in_group, ones) if layer.in_group is not None else ones
+            c_out, c_in = layer.c_out * keep_out, layer.c_in * keep_in
+            bits, mode = self._bits(rows, index)
+            integer = bits <= INTEGER_BITS
+            separable = self._choice(rows, self._separable[index], default=False).astype(bool)
+            rank = self._rank(rows, index, layer)
+            if layer.depthwise:
+                dense, depthwise = np.zeros(n), layer.out_positions * c_out * layer.kernel
+                weights = c_out * layer.kernel
+                ops = ones
+            else:
+                per_group = c_in / layer.groups
+                dense = np.where(separable, layer.out_positions * c_in * c_out,
+                                 np.where(rank > 0, layer.out_positions * rank * (c_in + c_out),
+                                          layer.out_positions * c_out * per_group * layer.kernel))
+                depthwise = np.where(separable, layer.out_positions * c_in * layer.kernel, 0.0)
+                weights = np.where(separable, c_in * c_out + c_in * layer.kernel,
+                                   np.where(rank > 0, rank * (c_in + c_out), c_out * per_group * layer.kernel))
+                ops = np.where(separable | (rank > 0), 2.0, 1.0)
+            per_layer[:, index, feature["macs_float"]] = np.where(integer, 0.0, dense)
+            per_layer[:, index, feature["macs_int8"]] = np.where(integer, dense, 0.0)
+            per_layer[:, index, feature["macs_depthwise"]] = depthwise
+            per_layer[:, index, feature["ops_float"]] = np.where(integer, 0.0, ops)
+            per_layer[:, index, feature["ops_int8"]] = np.where(integer, ops, 0.0)
+            per_layer[:, index, feature["activations"]] = layer.out_positions * c_out
+            per_layer[:, index, feature["int8_inputs"]] = np.where(integer, layer.in_positions * c_in, 0.0)
+            macs += dense + depthwise
+            bits_total += weights * bits + _overhead_bits(bits, mode, c_out, ops, layer.has_bias)
+        for elements, column in self._others:
+            bits_total += elements * (keep[column] if column is not None else ones) * FLOAT_BITS
+        exit_on = np.zeros((n, len(self.exits)), dtype=bool)
+        paths = np.zeros((n, len(self.exits) + 1, len(LATENCY_FEATURES)))
+        stage_of = np.array([layer.stage for layer in self.layers])
+        live_before = np.zeros(n)
+        for position, point in enumerate(self.exits):
+            on = self._choice(rows, point.column, default=0) > 0  # option 0 is "off"
+            exit_on[:, position] = on
+            channels = point.channels * (keep[point.group] if point.group is not None else ones)
+            head_macs = channels * point.positions * self.num_classes
+            prefix = per_layer[:, stage_of <= point.stage, :].sum(axis=1)
+            prefix[:, feature["macs_float"]] += head_macs
+            prefix[:, feature["ops_float"]] += 1.0
+            live_before += on
+            prefix[:, feature["segments"]] = live_before
+            paths[:, position, :] = np.where(on[:, None], prefix, 0.0)
+            bits_total += np.where(on, (head_macs + self.num_classes) * FLOAT_BITS, 0.0)
+        whole = per_layer.sum(axis=1)
+        whole[:, feature["segments"]] = exit_on.sum(axis=1)
+        paths[:, -1, :] = whole
+        paths[:, :, feature["graph"]] = np.where(paths[:, :, feature["ops_float"]] + paths[:, :, feature["ops_int8"]] > 0,
+                                                 1.0, 0.0)
+        return {"paths": paths, "size_bytes": np.ceil(bits_total / 8), "macs": macs, "exit_on": exit_on}
+
+    @property
+    def teacher(self) -> dict[str, np.ndarray]:
+        return self._teacher
+
+    def exit_thresholds(self, rows: np.ndarray) -> np.ndarray:
+        """(n, exits): each exit's threshold, 0 where it is off."""
+        result = np.zeros((len(np.atleast_2d(rows)), len(self.exits)))
+        for position, point in enumerate(self.exits):
+            options = self.encoding.knobs[point.column].domain.options
+            values = np.array([0.0 if option == OFF else float(option) for option in options])
+            result[:, position] = values[np.atleast_2d(rows)[:, point.column].astype(int)]
+        return result
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _choice(self, rows: np.ndarray, column: int | None, *, default) -> np.ndarray:
+        if column is None:
+            return np.full(len(rows), default)
+        return rows[:, column].astype(int)
+
+    def _bits(self, rows: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        column = self._quant[index]
+        if column is None:
+            return np.full(len(rows), FLOAT_BITS), np.zeros(len(rows), dtype=int)
+        bits, kmeans = self._quant_tables[column]
+        codes = rows[:, column].astype(int)
+        return bits[codes], kmeans[codes]
+
+    def _rank(self, rows: np.ndarray, index: int, layer: LayerInfo) -> np.ndarray:
+        """The low-rank factorisation's rank per row, 0 where the layer stays whole."""
+        column = self._lowrank[index]
+        if column is None:
+            return np.zeros(len(rows))
+        from slimsearch.techniques.lowrank import rank_for_shape
+
+        ranks = np.array([0 if ratio >= 1 else (rank_for_shape(layer.c_out, layer.c_in, ratio) or 0)
+                          for ratio in self.encoding.knobs[column].domain.options], dtype=float)
+        return ranks[rows[:, column].astype(int)]
+
+
+def _overhead_bits(bits: np.ndarray, kmeans: np.ndarray, c_out: np.ndarray, ops: np.ndarray, has_bias: bool) -> np.ndarray:
+    """What a layer stores besides its weights, as techniques/quantization.QuantizedLayer.packed_bits
+    counts it: per-channel scales or a codebook, the input's scale and zero point, the bias."""
+    integer = bits <= INTEGER_BITS
+    extra = np.where(integer & (kmeans == 0), c_out * 32, 0.0) * ops
+    extra += np.where(kmeans == 1, 2.0 ** bits * 32, 0.0) * ops
+    extra += np.where(integer, 40.0, 0.0) * ops
+    if has_bias:
+        extra += c_out * np.where(bits == 16, 16, 32)
+    return extra
+
+
+@dataclass(frozen=True)
+class _Call:
+    name: str
+    output_shape: tuple[int, ...]
+
+
+@torch.no_grad()
+def _trace(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, tuple, tuple]]:
+    """(name, input shape, output shape) of each weighted layer, in the order the forward pass first calls it."""
+    names = {module: name for name, module in model.named_modules()}
+    calls: dict[str, tuple[str, tuple, tuple]] = {}
+
+    def record(module, inputs, output) -> None:
+        name = names[module]
+        if name not in calls and isinstance(output, torch.Tensor) and inputs and isinstance(inputs[0], torch.Tensor):
+            calls[name] = (name, tuple(inputs[0].shape), tuple(output.shape))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, WEIGHTED_LAYERS)]
+    was_training = model.training
+    try:
+        model.eval()
+        model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return list(calls.values())
+
+
+def _prune_membership(model: nn.Module, example_input: torch.Tensor, encoding: Encoding, heads: list[str]):
+    """Which prune knob (its encoding column) removes each layer's output channels and input
+    channels, and each other parameter-holding module's channels (BatchNorm)."""
+    out_group: dict[str, int] = {}
+    in_group: dict[str, int] = {}
+    other_group: dict[str, int] = {}
+    columns = {encoding.knobs[c].target: c for c in encoding.columns("prune")}
+    if not columns:
+        return out_group, in_group, other_group
+    import torch_pruning as tp
+
+    names = {module: name for name, module in model.named_modules()}
+    modules = dict(model.named_modules())
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    for root_name, column in columns.items():
+        root = modules[root_name]
+        prune_out = graph.get_pruner_of_module(root).prune_out_channels
+        for item in graph.get_pruning_group(root, prune_out, idxs=[0]):
+            target = item.dep.target.module
+            name = names.get(target)
+            if name is None:
+                continue
+            if isinstance(target, WEIGHTED_LAYERS):
+                if graph.is_out_channel_pruning_fn(item.dep.handler):
+                    out_group.setdefault(name, column)
+                elif graph.is_in_channel_pruning_fn(item.dep.handler):
+                    in_group.setdefault(name, column)
+            else:
+                other_group.setdefault(name, column)
+    return out_group, in_group, other_group
+
+
+def _root_channels(layers: list[LayerInfo], root: str) -> int:
+    for layer in layers:
+        if layer.name == root:
+            return layer.c_out
+    raise ValueError(f"prune knob {root!r} names no conv / linear layer of the model")
+
+
+def _exit_infos(encoding: Encoding, model: nn.Module, example_input: torch.Tensor, layers: list[LayerInfo]) -> list[ExitInfo]:
+    columns = {encoding.knobs[c].target: c for c in encoding.columns("exits")
+               if encoding.knobs[c].target != CRITERION}
+    if not columns:
+        return []
+    from slimsearch.spaces.exit_points import find_exit_points, trace
+
+    infos = []
+    for point in find_exit_points(trace(model), example_input):
+        if point.stage not in columns:
+            continue
+        stage = int(point.stage.removeprefix("stage"))
+        channels = point.shape[1]
+        # The channels an exit reads are those the stage's last layer of that width writes.
+        producer = next((layer for layer in reversed(layers) if layer.stage == stage and layer.c_out == channels), None)
+        grid = min(EXIT_GRID, *point.shape[2:])
+        infos.append(ExitInfo(columns[point.stage], stage, channels, producer.out_group if producer else None,
+                              grid ** (len(point.shape) - 2)))
+    return sorted(infos, key=lambda info: info.stage)

@@ -1,0 +1,87 @@
+"""The latency and accuracy predictors, the Monte Carlo hypervolume gain, and their held-out errors."""
+
+import numpy as np
+import pytest
+
+from slimsearch.config import SpaceConfig
+from slimsearch.search.pareto import hypervolume, hypervolume_improvements
+from slimsearch.search.predictors import (AccuracyPredictor, Damage, ExitShares, LatencyObservation,
+                                          LatencyPredictor, first_exit_shares)
+from slimsearch.spaces import Space
+from slimsearch.spaces.genome import Genome
+from slimsearch.spaces.layout import LATENCY_FEATURES, Layout
+from slimsearch.tasks import create_task
+
+
+@pytest.fixture(scope="module")
+def layout():
+    task = create_task("digits")
+    space = Space.discover(task.teacher, task.example_input, SpaceConfig())
+    return Layout.discover(space, task.teacher, task.example_input, round_to=8)
+
+
+def genome_rows(layout, count, seed):
+    genome = Genome(layout.encoding, None)
+    return genome.decode_columns(genome.random_columns(count, np.random.default_rng(seed)), count)
+
+
+def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):
+    truth = LatencyPredictor(layout)
+    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02])  # some machine's costs
+    rows = genome_rows(layout, 80, seed=0)
+    measured = truth.predict(rows, lower_bound=True)
+    predictor = LatencyPredictor(layout).fit([LatencyObservation(r, m) for r, m in zip(rows[:60], measured[:60])])
+    held_out = predictor.predict(rows[60:], lower_bound=True)
+    assert np.median(np.abs(held_out / measured[60:] - 1)) < 0.05
+    assert len(truth.weights) == len(LATENCY_FEATURES)
+
+
+def test_unfitted_latency_follows_work_and_exits_cost_less_at_their_lower_bound(layout):
+    predictor = LatencyPredictor(layout)
+    encoding = layout.encoding
+    teacher = encoding.default[None, :]
+    pruned = teacher.copy()
+    pruned[0, encoding.columns("prune")] = 0.5
+    assert predictor.predict(pruned)[0] < predictor.predict(teacher)[0]
+    with_exit = teacher.copy()
+    with_exit[0, layout.exits[0].column] = 1
+    assert predictor.predict(with_exit, lower_bound=True)[0] < predictor.predict(with_exit)[0]
+    assert first_exit_shares(layout.features(with_exit))[0, 0] == 1.0
+
+
+def test_exit_shares_learn_how_many_samples_leave(layout):
+    shares = ExitShares(layout)
+    row = layout.encoding.default.copy()
+    row[layout.exits[0].column] = 4  # threshold option 4
+    for _ in range(20):
+        shares.observe(row, np.array([0.8] + [0.0] * (len(layout.exits) - 1) + [0.2]))
+    predicted = shares.predict(row[None, :])[0]
+    assert predicted[0] == pytest.approx(0.8, abs=0.05) and predicted.sum() == pytest.approx(1.0)
+
+
+def test_accuracy_falls_as_damage_grows_and_the_fit_follows_the_trials(layout):
+    sensitivity = {"teacher_accuracy": 0.99, "probes": {"prune": {layout.encoding.knobs[c].target: {"0.5": 0.6}
+                                                                 for c in layout.encoding.columns("prune")}}}
+    damage = Damage(layout, sensitivity)
+    predictor = AccuracyPredictor(damage, 0.99)
+    encoding = layout.encoding
+    rows = np.repeat(encoding.default[None, :], 5, axis=0)
+    for i, ratio in enumerate([0.0, 0.3, 0.5, 0.7, 0.85]):
+        rows[i, encoding.columns("prune")] = ratio
+    predicted = predictor.predict(rows)
+    assert np.all(np.diff(predicted) < 0) and predicted[0] == pytest.approx(0.99)
+    measured = np.array([0.99, 0.985, 0.97, 0.9, 0.6])
+    fitted = AccuracyPredictor(damage, 0.99).fit(rows, measured).predict(rows)
+    assert np.abs(fitted - measured).mean() < np.abs(predicted - measured).mean()
+
+
+def test_hypervolume_gain_estimates_follow_the_exact_volume():
+    front = np.array([[0.02, -0.5, -0.5], [0.05, -0.8, -0.3]])
+    reference = np.array([0.1, 0.0, 0.0])
+    candidates = np.array([[0.03, -0.6, -0.6], [0.06, -0.9, -0.35], [0.05, -0.4, -0.2], [0.01, -0.2, -0.1]])
+    gains = hypervolume_improvements(front, candidates, reference, samples=100000)
+    exact = [hypervolume(np.vstack([front, c]).tolist(), reference) - hypervolume(front.tolist(), reference)
+             for c in candidates]
+    assert gains[2] == 0.0  # dominated by the front
+    assert np.allclose(gains, exact, atol=2e-4)
+    assert list(np.argsort(gains)) == list(np.argsort(exact))

@@ -1,0 +1,117 @@
+"""The proposers and the engine that takes turns between them, on a study whose trials are
+written with known outcomes (what a real search records), so the choices can be checked."""
+
+import numpy as np
+import optuna
+import pytest
+
+from slimsearch.config import SearchConfig
+from slimsearch.search.origins import ALLOCATION, PREDICTOR, QUEUED, SAMPLER, WARM_START
+from slimsearch.search.proposals import create_engine
+from slimsearch.search.proposals.engine import SCHEDULE
+from slimsearch.search.proposals.warm_start import warm_start_limit
+from slimsearch.search.samplers import ProposalSampler
+from slimsearch.spaces import Space
+from slimsearch.spaces.optuna_adapter import space_distributions, suggest_candidate
+from slimsearch.tasks import create_task
+
+TEACHER = {"latency_ms": 1.0, "val_accuracy": 0.99, "size_bytes": 1_237_000}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    task = create_task("digits")
+    config = SearchConfig.from_mapping({"latency_budget": "0.6x", "trials": 40})
+    space = Space.discover(task.teacher, task.example_input, config.space)
+    probes = {"prune": {k.target: {"0.5": 0.9 - 0.05 * i} for i, k in enumerate(space.knobs) if k.family == "prune"},
+              "quant": {k.target: {'"2-uniform"': 0.98} for k in space.knobs if k.family == "quant"}}
+    priors = {"sensitivity": {"teacher_accuracy": 0.99, "probes": probes}, "latency_probes": []}
+    return task, config, space, priors
+
+
+def engine_for(setup, **settings):
+    task, config, space, priors = setup
+    config = SearchConfig.from_mapping(settings, base=config)
+    return create_engine(config, space, task, priors, TEACHER, seed=0), space
+
+
+def record(study, space, engine, proposal):
+    """Write the proposal as a finished trial, its outcome what the predictors expect of it."""
+    knowledge = engine.knowledge
+    row = engine.encoding.encode([proposal.candidate])
+    predicted = knowledge.predict(row)
+    ratio = float(predicted.latency_ratio[0])
+    study.add_trial(optuna.trial.create_trial(
+        params=space.params(proposal.candidate), distributions=space_distributions(space),
+        values=[float(predicted.accuracy[0]), ratio * TEACHER["latency_ms"], float(predicted.size_bytes[0])],
+        user_attrs={"candidate": proposal.candidate.to_dict(), "origin": proposal.origin, "stopped_early": None,
+                    "teacher_latency_ms": TEACHER["latency_ms"], "first_latency_ratio": ratio,
+                    "feasible": ratio <= 0.6, "violation": ratio / 0.6 - 1, "genome": proposal.genome}))
+
+
+def test_warm_start_first_then_the_proposers_in_turn_never_twice(setup):
+    engine, space = engine_for(setup)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    origins, keys = [], []
+    for _ in range(16):
+        proposal = engine.propose(study.get_trials(deepcopy=False))
+        assert proposal is not None
+        origins.append(proposal.origin)
+        keys.append(proposal.candidate.key)
+        record(study, space, engine, proposal)
+    warm = warm_start_limit(40)
+    assert origins[:warm] == [WARM_START] * warm and WARM_START not in origins[warm:]
+    assert len(set(keys)) == len(keys)
+    later = origins[warm:]
+    assert set(later) == {ALLOCATION, PREDICTOR, SAMPLER}
+    assert later[:len(SCHEDULE)] == list(SCHEDULE)
+    assert later.count(PREDICTOR) >= later.count(SAMPLER)
+    assert engine.last_seconds < 5
+
+
+def test_allocation_meets_its_latency_targets_with_less_as_targets_tighten(setup):
+    engine, _ = engine_for(setup)
+    allocation = engine.proposers[ALLOCATION]
+    knowledge = engine.knowledge
+    rows = [allocation.allocate(target, floor=None) for target in (0.6, 0.4, 0.25)]
+    predicted = knowledge.predict(np.array(rows))
+    assert np.all(predicted.latency_ratio <= np.array([0.6, 0.4, 0.25]) + 1e-9)
+    assert np.all(np.diff(predicted.accuracy) <= 1e-12)  # tighter targets cost accuracy
+    shrunk = allocation.allocate(0.6, floor=2)
+    assert knowledge.predict(shrunk[None, :]).size_bytes[0] < predicted.size_bytes[0]
+    assert knowledge.predict(shrunk[None, :]).latency_ratio[0] <= 0.6 * 1.01
+
+
+def test_the_predictor_proposes_within_the_budget_what_adds_to_the_front(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for _ in range(5):
+        proposal = engine.propose(study.get_trials(deepcopy=False))
+        assert proposal.origin == PREDICTOR
+        assert proposal.predicted["latency_ratio"] <= 0.6
+        assert proposal.predicted["accuracy"] > 0.9
+        record(study, space, engine, proposal)
+
+
+def test_only_the_sampler_over_every_knob_is_what_random_search_was(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["sampler"], parametrisation="layer",
+                               sampler="random")
+    assert engine.knowledge is None
+    proposal = engine.propose([])
+    assert proposal.origin == SAMPLER and proposal.genome is None
+
+
+def test_the_sampler_records_origins_and_keeps_queued_trials_as_they_are(setup):
+    engine, space = engine_for(setup)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"],
+                                sampler=ProposalSampler(engine, space, seed=0))
+    queued = space.default_candidate()
+    study.enqueue_trial(space.params(queued))
+    first = study.ask()
+    assert suggest_candidate(first, space) == queued
+    assert study.get_trials()[0].user_attrs["origin"] == QUEUED
+    second = study.ask()
+    candidate = suggest_candidate(second, space)
+    attrs = study.get_trials()[1].user_attrs
+    assert attrs["origin"] == WARM_START and candidate != queued
+    assert attrs["proposal_seconds"] >= 0

@@ -197,6 +197,9 @@ def first_exit_shares(features: dict) -> np.ndarray:
     """Path shares with every sample leaving at its candidate's first live exit (or at the end)."""
     on = features["exit_on"]
     shares = np.zeros((len(on), on.shape[1] + 1))
+    if on.shape[1] == 0:  # a space without exits: every sample runs the whole network
+        shares[:, 0] = 1.0
+        return shares
     first = np.where(on.any(axis=1), on.argmax(axis=1), on.shape[1])
     shares[np.arange(len(on)), first] = 1.0
     return shares

@@ -106,11 +106,16 @@ def compute_priors(context, *, seconds: float | None = None) -> dict[str, Any]:
                                     seconds=None if seconds is None else SENSITIVITY_SHARE * seconds)
     probes, candidates = [], latency_probe_candidates(Encoding(space))
     latency_started = time.perf_counter()
+    tried = 0
     for candidate in candidates:
         if seconds is not None and time.perf_counter() - started > seconds:
             break
-        probes.append({"candidate": candidate.to_dict(), "ratio": probe_latency(context, candidate)})
-    return {"sensitivity": sensitivity, "latency_probes": probes, "latency_complete": len(probes) == len(candidates),
+        tried += 1
+        try:
+            probes.append({"candidate": candidate.to_dict(), "ratio": probe_latency(context, candidate)})
+        except Exception:  # a user model may not take this change (its trials will say so): one probe fewer
+            continue
+    return {"sensitivity": sensitivity, "latency_probes": probes, "latency_complete": tried == len(candidates),
             "latency_seconds": round(time.perf_counter() - latency_started, 3)}
 
 

@@ -51,16 +51,21 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
     base = space.default_candidate().to_dict()["choices"]
     probes: dict[str, dict[str, dict[str, float]]] = {}
     plan = probe_plan(space)
-    done = 0
+    done, failed = 0, []
     for knob, value in plan:
         if seconds is not None and time.perf_counter() - started > seconds:
             break
         candidate = Candidate({**base, knob.family: {**base.get(knob.family, {}), knob.target: value}})
-        student = build_student(candidate, task.teacher, task.example_input, settings)
-        if knob.family == "quant":
-            calibrate(student, task.train.tensors[0])
-        probes.setdefault(knob.family, {}).setdefault(knob.target, {})[value_key(value)] = accuracy(student, val)
         done += 1
+        try:
+            student = build_student(candidate, task.teacher, task.example_input, settings)
+            if knob.family == "quant":
+                calibrate(student, task.train.tensors[0])
+            measured = accuracy(student, val)
+        except Exception as error:  # a user model may not take this change; its trials will say so
+            failed.append(f"{knob.family} {knob.target} at {value_key(value)}: {type(error).__name__}: {error}"[:300])
+            continue
+        probes.setdefault(knob.family, {}).setdefault(knob.target, {})[value_key(value)] = measured
     return {
         "teacher_accuracy": accuracy(task.teacher, val),
         "probes": probes,
@@ -72,6 +77,7 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
                   if value_key(QUANT_PROBES[0]) in by_value},
         "seconds": round(time.perf_counter() - started, 3),
         "complete": done == len(plan),
+        "failed": failed,
     }
 
 

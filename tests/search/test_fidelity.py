@@ -59,6 +59,7 @@ def test_screening_and_the_time_budget_in_a_real_search(tiny_settings):
     from slimsearch.search.driver import run_search
 
     config = SearchConfig.from_mapping({**tiny_settings, "trials": 200, "warm_start": False, "sampler": "random",
+                                        "proposers": ["sampler"], "parametrisation": "layer",
                                         "latency_budget": "0.9x", "time_budget": "25s",
                                         "finetune": {"epochs": 1.0, "screen_epochs": 0.5}})
     log = io.StringIO()

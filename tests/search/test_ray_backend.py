@@ -169,7 +169,7 @@ def test_search_runs_on_a_two_node_ray_cluster_and_reads_like_any_run(ray_cluste
 def test_a_trial_that_raises_on_a_node_is_failed_with_its_reason(ray_cluster, tiny_settings, tmp_path):
     settings = {**tiny_settings, "task": "tests.search.fault_tasks:fragile", "sampler": "random", "seed": 5,
                 "trials": 2, "latency_budget": "2x", "space": {"families": ["prune", "distill"]}, "backend": "ray",
-                "warm_start": False}  # the seed-5 random draws are what this test relies on
+                "warm_start": False, "proposers": ["sampler"], "parametrisation": "layer"}  # seed 5's random draws
     run = slimsearch_cli("run", str(write_toml(tmp_path / "search.toml", settings)), "--address", ray_cluster.address)
     assert run.returncode == 0, run.stderr
     from slimsearch.search.result import Result

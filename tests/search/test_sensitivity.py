@@ -58,9 +58,9 @@ def test_latency_probes_span_the_families_without_repeats():
     candidates = latency_probe_candidates(Encoding(space))
     assert len(candidates) == len(set(candidates)) >= 8
     assert space.default_candidate() not in candidates
-    families = {family for c in candidates for family in ("prune", "separable", "lowrank")
-                if any(v not in (0.0, False, 1.0) for v in c.family(family).values())}
-    assert families == {"prune", "separable", "lowrank"}
+    assert any(any(v > 0 for v in c.family("prune").values()) for c in candidates)
+    assert any(any(v is True for v in c.family("separable").values()) for c in candidates)
+    assert any(any(v < 1 for v in c.family("lowrank").values()) for c in candidates)
     assert any(any(v == "8-uniform" for v in c.family("quant").values()) for c in candidates)
     assert any(any(v != "off" for k, v in c.family("exits").items() if k != "criterion") for c in candidates)
 

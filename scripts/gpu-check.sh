@@ -48,8 +48,10 @@ latency_budget = "0.8x"
 trials = 60
 time_budget = "$search_time"
 runs_dir = "$work/runs"
-# The sampler's trials, not the warm start's float32 hand points, so that precision is searched.
+# The sampler's trials (its genome has a precision gene), not the warm start's float32 hand points
+# nor the predictor's, whose latency model does not know precision yet.
 warm_start = false
+proposers = ["sampler"]
 [target]
 runtime = "torch-compile"
 device = "cuda"

@@ -58,11 +58,9 @@ class Knowledge:
     # --- fitting -------------------------------------------------------------------------------
     def refit(self, history: History) -> None:
         self.latency.fit(self.latency_observations(history))
-        tuned = history.fine_tuned()
-        if tuned:
-            self.accuracy.fit(np.array([r.row for r in tuned]), np.array([r.accuracy for r in tuned]))
-        else:
-            self.accuracy.fit(np.zeros((0, self.encoding.width)), np.zeros(0))
+        trained = history.trained()
+        self.accuracy.fit(np.array([r.row for r, _ in trained]).reshape(len(trained), self.encoding.width),
+                          np.array([accuracy for _, accuracy in trained]))
 
     def latency_observations(self, history: History) -> list[LatencyObservation]:
         """Every latency measured so far: the priors' probes, each trial's first measurement, and an

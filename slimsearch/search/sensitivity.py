@@ -43,7 +43,8 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, run_dir: 
 
     started = time.perf_counter()
     base = space.default_candidate().to_dict()["choices"]
-    result: dict[str, Any] = {"teacher_accuracy": accuracy(task.teacher, task.val), "prune": {}, "quant": {},
+    val = task.search_val  # the trials' validation data: the search-time subset when there is one
+    result: dict[str, Any] = {"teacher_accuracy": accuracy(task.teacher, val, workers=task.loader_workers), "prune": {}, "quant": {},
                               "probes": {"prune": PRUNE_PROBE, "quant": QUANT_PROBE}}
     for knob in space.knobs:
         probe = _probe_value(knob)
@@ -52,8 +53,8 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, run_dir: 
         candidate = Candidate({**base, knob.family: {**base.get(knob.family, {}), knob.target: probe}})
         student = build_student(candidate, task.teacher, task.example_input, settings)
         if knob.family == "quant":
-            calibrate(student, task.train.tensors[0])
-        result[knob.family][knob.target] = accuracy(student, task.val)
+            calibrate(student, task.calibration_inputs())
+        result[knob.family][knob.target] = accuracy(student, val, workers=task.loader_workers)
     result["seconds"] = round(time.perf_counter() - started, 3)
     if path is not None:
         tmp = path.with_suffix(".tmp")

@@ -85,8 +85,9 @@ class TrialContext:
             # Each process exports its own copy, so parallel workers never write one file at once.
             workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
             teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx")
+            # Real samples are read only for early exits, the one family timed on them.
             context.measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings,
-                                                samples=context.latency_samples)
+                                                samples=context.latency_samples if "exits" in config.space.families else None)
         else:
             context.teacher_runner = latency_eval.make_runner(task.teacher, task.example_input, settings)
         return context
@@ -115,7 +116,7 @@ class TrialContext:
         thresholds = [0.0] * len(student.thresholds) if lower_bound else None
         if self.measurer is not None:
             folder = workdir / "exits"
-            export_early_exit(student, self.task.example_input, folder, calibration_inputs=self.task.calibration_inputs())
+            export_early_exit(student, self.task.example_input, folder, calibration_inputs=_calibration(self.task, student))
             return self.measurer.measure_exits(folder, thresholds)
         settings = latency_settings(self.config)
         deployed = copy.deepcopy(fold(student) if quantized_layers(student) else student).eval().to(settings.device)
@@ -138,7 +139,7 @@ class TrialContext:
     def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> latency_eval.PairedMeasurement:
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
-                                        calibration_inputs=self.task.calibration_inputs())
+                                        calibration_inputs=_calibration(self.task, student))
             key = architecture_key(onnx_path, latency_settings(self.config))
             cached = self.latency_cache.get(key)
             if cached is not None:
@@ -214,7 +215,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
     with stage("build"):
         student = build_student(candidate, task.teacher, task.example_input, config.space)
-        calibrate(student, task.calibration_inputs())  # activation ranges of quantized layers; else a no-op
+        calibrate(student, _calibration(task, student))  # activation ranges of quantized layers; else a no-op
         size_bytes = packed_size_bytes(student)
     trial.set_user_attr("params_count", parameter_count(student))
 
@@ -248,7 +249,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
                 checkpoint=plan.screen_epochs if screen else None, on_checkpoint=screen)
             screened_out = screen is not None and screen.screened_out
             if not screened_out:
-                calibrate(student, task.calibration_inputs())  # final ranges on the fine-tuned weights
+                calibrate(student, _calibration(task, student))  # final ranges on the fine-tuned weights
         if screened_out:
             # Off the low rung's front: its short-fine-tune accuracy is its (honest) objective,
             # and `stopped_early` keeps it off the front, as latency-first does.
@@ -289,12 +290,17 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
             # remaining epochs train against, and a promoted candidate would not end where an
             # unscreened one does.
             probe = copy.deepcopy(student)
-            calibrate(probe, task.calibration_inputs())  # ranges of the weights as they are now
+            calibrate(probe, _calibration(task, probe))  # ranges of the weights as they are now
             return _finite(accuracy(probe, task.search_val, workers=task.loader_workers), "validation accuracy")
 
     return Screen(trial, epochs=context.config.finetune.plan(len(task.train)).screen_epochs,
                   latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
                   evaluate=evaluate, always_promote=bool(trial.user_attrs.get("warm_start")))
+
+
+def _calibration(task: Task, student: torch.nn.Module) -> torch.Tensor | None:
+    """Train inputs for a quantized student's activation ranges; None (nothing read) for a float one."""
+    return task.calibration_inputs() if quantized_layers(student) else None
 
 
 def _deployed_bytes(workdir: Path) -> int | None:

@@ -169,7 +169,7 @@ def teacher_logits(teacher: nn.Module, data: Dataset | torch.Tensor, *, cache_di
     if not path.exists():
         _write_logits(teacher, data, path, workers=workers)
     # Copy-on-write mapping: a writable view for torch (no warning), pages read from the file on demand.
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
+    return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
 
 
 def teacher_fingerprint(teacher: nn.Module) -> str:

@@ -137,10 +137,14 @@ def predict_dataset(predict: Callable[[torch.Tensor], torch.Tensor], data: Datas
 
 
 def model_predictor(model: nn.Module, *, device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """`inputs -> logits` of `model` in eval mode, without autograd."""
+    """`inputs -> logits` of `model` in eval mode, without autograd.
+
+    no_grad, not inference_mode: on-the-fly teacher logits enter the distillation loss, whose
+    backward pass keeps them, and inference tensors cannot be kept for backward.
+    """
     model.to(device).eval()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict(inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs.to(device)).float().cpu()
 

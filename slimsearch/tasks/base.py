@@ -92,8 +92,8 @@ class Task:
         return self.val_samples is not None and self.val_samples < len(self.val)
 
     def calibration_inputs(self) -> torch.Tensor:
-        """Train inputs that set quantized models' activation ranges: a seeded draw of up to 512
-        (fewer for large inputs, at most 128 MB), read once and kept."""
+        """Train inputs that set quantized models' activation ranges: up to 512 (fewer for large inputs,
+        at most 128 MB), drawn as `_draw` says, read once and kept."""
         from slimsearch.tasks.loading import CALIBRATION_BYTES, CALIBRATION_SAMPLES, sample_bytes
 
         if "calibration" not in self._drawn:
@@ -102,15 +102,19 @@ class Task:
         return self._drawn["calibration"]
 
     def latency_samples(self, count: int) -> torch.Tensor:
-        """`count` real validation inputs (a seeded draw, read once): early-exit models are timed on these."""
+        """`count` real validation inputs (drawn as `_draw` says, read once): early-exit models are timed on these."""
         key = ("latency", count)
         if key not in self._drawn:
             self._drawn[key] = self._draw(self.val, count)
         return self._drawn[key]
 
     def _draw(self, split: Dataset, count: int) -> torch.Tensor:
-        from slimsearch.tasks.loading import draw_indices, stack_inputs
+        """`count` inputs of `split`: a seeded draw from a streamed split (folders list their files class
+        by class), the first ones of an in-memory split (as before streaming: built-in splits are shuffled)."""
+        from slimsearch.tasks.loading import draw_indices, in_memory, stack_inputs
 
+        if in_memory(split) is not None:
+            return split.tensors[0][:count]
         return stack_inputs(split, draw_indices(len(split), count), workers=self.loader_workers)
 
     # --- checks -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ SIZE = 32
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_checkpoint_and_folder_through_front_report_and_export(tmp_path):
     # The digits as 32x32 RGB images: all 360 test and 359 validation images (so one flipped
     # prediction moves accuracy by 0.3 points), 30 train images per class.
@@ -33,8 +34,8 @@ def test_checkpoint_and_folder_through_front_report_and_export(tmp_path):
     example("train_teacher").train(str(images), str(teacher), model="resnet18", size=SIZE, epochs=4, workers=0)
 
     run = slimsearch_cli("run", "--task", "torchvision:resnet18", "--data", str(images), "--weights", str(teacher),
-                         "--image-size", str(SIZE), "--latency-budget", "0.9x", "--trials", "4", "--steps", "15",
-                         "--val-samples", "60", "--runs-dir", str(tmp_path / "runs"), "--name", "mine")
+                         "--image-size", str(SIZE), "--latency-budget", "0.9x", "--trials", "3", "--steps", "12",
+                         "--val-samples", "60", "--runs-dir", str(tmp_path / "runs"), "--name", "mine", timeout=1800)
     assert run.returncode == 0, run.stderr[-3000:]
     run_dir = tmp_path / "runs" / "mine"
     assert "Re-evaluating" in run.stderr and (run_dir / "report.html").exists()
@@ -50,7 +51,7 @@ def test_checkpoint_and_folder_through_front_report_and_export(tmp_path):
                     if all(v == "off" for k, v in r["candidate"]["choices"].get("exits", {}).items() if k != "criterion")]
     chosen = max(single_graph or records, key=lambda r: r["accuracy"])
     out = tmp_path / "exported"
-    export = slimsearch_cli("export", str(run_dir), "--trial", str(chosen["trial"]), "-o", str(out))
+    export = slimsearch_cli("export", str(run_dir), "--trial", str(chosen["trial"]), "-o", str(out), timeout=1200)
     assert export.returncode == 0, export.stderr[-3000:]
 
     # The exported model, fed the folder's test images the ordinary torchvision way, scores what was reported.
@@ -76,6 +77,7 @@ def test_checkpoint_and_folder_through_front_report_and_export(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_peak_memory_does_not_grow_with_the_folder(tmp_path):
     """The same search on a folder ten times larger peaks within 1.25x the resident memory.
 

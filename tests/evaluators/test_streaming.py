@@ -97,6 +97,11 @@ def test_logits_on_the_fly_when_the_search_reads_little_of_the_split(splits, tmp
     index = torch.tensor([5, 1, 700])
     on_the_fly = distillation_targets(teacher, train, samples_seen=1, cache_dir=tmp_path)
     assert torch.allclose(on_the_fly(splits[0].tensors[0][index], index), cached[index], atol=1e-5)
+    # Both train a student alike (the teacher's logits are the same numbers, computed at another time).
+    students = [fit(_model(), train, steps=5, lr=3e-3, alpha=0.5, teacher_logits=targets, workers=0)
+                for targets in (cached, on_the_fly)]
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 def test_an_unreadable_sample_is_named(splits):
@@ -118,7 +123,10 @@ def test_task_with_streamed_splits_draws_fixed_samples(splits):
     assert list(task.search_val.indices) == sorted(draw_indices(len(val), 50))  # seeded: the same in every process
     calibration = task.calibration_inputs()
     assert calibration.shape == (512, 1, 8, 8) and calibration is task.calibration_inputs()
-    assert not torch.equal(calibration, splits[0].tensors[0][:512])  # a draw, not the first (class-sorted) samples
+    assert not torch.equal(calibration, splits[0].tensors[0][:512])  # a draw, not the first (for folders: one class)
+    in_memory = Task(name="in-memory", teacher=_model().eval(), train=splits[0], val=splits[1], test=splits[2],
+                     example_input=splits[0].tensors[0][:1], num_classes=10)
+    assert torch.equal(in_memory.calibration_inputs(), splits[0].tensors[0][:512])  # as before streaming existed
     assert task.latency_samples(20).shape == (20, 1, 8, 8)
     full = Task(name="streamed", teacher=_model().eval(), train=train, val=val, test=test,
                 example_input=splits[0].tensors[0][:1], num_classes=10, val_samples=10_000)

@@ -114,3 +114,15 @@ def test_user_factory_is_found_in_the_current_folder_without_pythonpath(tmp_path
                           cwd=project, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (project / "runs" / "mymodule-make" / "study.db").exists()
+
+
+def test_timm_model_with_its_checkpoint(folder, tmp_path):
+    """Runs where the optional extra is installed (pip install 'slimsearch[timm]'); skipped elsewhere."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    path = tmp_path / "resnet10t.pt"
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=10).state_dict(), path)
+    task = create_task("timm:resnet10t", data=str(folder), weights=str(path), image_size=32, cache_dir=tmp_path)
+    assert task.name == "timm:resnet10t" and task.example_input.shape == (1, 3, 32, 32)
+    default = create_task("timm:resnet10t", data=str(folder), weights=str(path), cache_dir=tmp_path)
+    assert default.info["image_size"] == timm.create_model("resnet10t").pretrained_cfg["input_size"][-1]

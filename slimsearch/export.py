@@ -272,10 +272,10 @@ def _test_logits(task, predictors: list) -> tuple[list, "torch.Tensor"]:
     """Each predictor's outputs over the task's test split, read once as a stream; and the labels."""
     import torch
 
-    from slimsearch.tasks.loading import load_batches, sequential_batches
+    from slimsearch.tasks.loading import eval_batch_size, load_batches, sequential_batches
 
     outputs, labels = [[] for _ in predictors], []
-    for inputs, batch_labels, _ in load_batches(task.test, sequential_batches(len(task.test), 256),
+    for inputs, batch_labels, _ in load_batches(task.test, sequential_batches(len(task.test), eval_batch_size(task.test)),
                                                 workers=task.loader_workers):
         for kept, predict in zip(outputs, predictors):
             kept.append(torch.as_tensor(predict(inputs)).float().cpu())

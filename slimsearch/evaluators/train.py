@@ -121,14 +121,16 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 
                       for i in range(0, len(inputs), batch_size)])
 
 
-def predict_dataset(predict: Callable[[torch.Tensor], torch.Tensor], data: Dataset, *, batch_size: int = 256,
+def predict_dataset(predict: Callable[[torch.Tensor], torch.Tensor], data: Dataset, *, batch_size: int | None = None,
                     workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`predict(inputs)` over every sample of `data`, streamed: (logits, labels), in dataset order.
 
-    Only the logits and labels are kept (samples x classes), never the inputs.
+    Only the logits and labels are kept (samples x classes), never the inputs. `batch_size`
+    defaults to 256 samples or 16 MB of inputs, whichever is fewer.
     """
-    from slimsearch.tasks.loading import load_batches, sequential_batches
+    from slimsearch.tasks.loading import eval_batch_size, load_batches, sequential_batches
 
+    batch_size = batch_size or eval_batch_size(data)
     logits, labels = [], []
     for inputs, batch_labels, _ in load_batches(data, sequential_batches(len(data), batch_size), workers=workers):
         logits.append(torch.as_tensor(predict(inputs)).float().cpu())
@@ -186,14 +188,14 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
 
 def _write_logits(teacher: nn.Module, data: Dataset, path: Path, *, workers: int | None) -> None:
     """Stream the data through the teacher into a memory-mapped .npy, renamed into place when complete."""
-    from slimsearch.tasks.loading import load_batches, sequential_batches
+    from slimsearch.tasks.loading import eval_batch_size, load_batches, sequential_batches
 
     predict = model_predictor(teacher)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # parallel writers produce the same bytes
     try:
         array = None
-        for inputs, _, index in load_batches(data, sequential_batches(len(data), 256), workers=workers):
+        for inputs, _, index in load_batches(data, sequential_batches(len(data), eval_batch_size(data)), workers=workers):
             logits = predict(inputs).numpy()
             if array is None:
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(data), logits.shape[1]))

@@ -161,6 +161,17 @@ def stack_inputs(dataset: Dataset, indices: Sequence[int], *, workers: int | Non
     return torch.cat([inputs for inputs, _, _ in load_batches(dataset, batches, workers=workers)])
 
 
+# Inputs per evaluation batch: up to 256, but at most this many bytes of them. A model's activations
+# grow with the batch (resnet18's first layer alone makes 3 MB per 224x224 image), so a fixed 256
+# would make peak memory grow with the image size, and with the split up to 256 samples.
+EVAL_BATCH = 256
+EVAL_BATCH_BYTES = 16 * 2**20
+
+
+def eval_batch_size(dataset: Dataset) -> int:
+    return max(1, min(EVAL_BATCH, EVAL_BATCH_BYTES // max(1, sample_bytes(dataset))))
+
+
 def sample_bytes(dataset: Dataset) -> int:
     inputs = dataset[0][0]
     return inputs.element_size() * inputs.numel() if isinstance(inputs, torch.Tensor) else 0

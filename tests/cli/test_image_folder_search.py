@@ -104,7 +104,7 @@ def _peak_rss(folder, checkpoint, runs) -> dict[str, int]:
     script = textwrap.dedent(f"""
         import json, resource, slimsearch
         slimsearch.search(task="torchvision:resnet18", data={str(folder)!r}, weights={str(checkpoint)!r},
-                          image_size=128, latency_budget="2x", trials=2, runs_dir={str(runs)!r}, val_samples=40,
+                          image_size=128, latency_budget="2x", trials=1, runs_dir={str(runs)!r}, val_samples=40,
                           finetune={{"steps": 4, "batch_size": 32}}, space={{"families": ["prune", "distill"]}},
                           latency={{"warmup": 1, "repeats": 10, "rounds": 2}})
         print(json.dumps({{"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -95,6 +95,7 @@ def test_peak_memory_does_not_grow_with_the_folder(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), checkpoint)
     peaks = {name: _peak_rss(folder, checkpoint, tmp_path / f"runs-{name}") for name, folder in
              (("small", small), ("large", large))}
+    print(f"peak RSS in kB: {peaks}")  # shown with pytest -s
     for process in ("self", "children"):
         assert peaks["large"][process] <= 1.25 * peaks["small"][process], peaks
     shutil.rmtree(large)

@@ -68,7 +68,15 @@ def _build_config(config_file: Optional[Path], overrides: dict):
 @friendly_errors
 def run(
     config_file: Optional[Path] = typer.Argument(None, help="A search.toml file; flags override it."),
-    task: Optional[str] = typer.Option(None, help="digits, mnist1d, torchvision:<model> or package.module:function."),
+    task: Optional[str] = typer.Option(None, help="digits, mnist1d, torchvision:<model>, timm:<model> or package.module:function."),
+    data: Optional[str] = typer.Option(None, help="Your images for torchvision:/timm: models: a folder with train/<class>/*, "
+                                                  "val/<class>/* (optional test/)."),
+    weights: Optional[str] = typer.Option(None, help="The teacher's checkpoint (a state dict) for --data."),
+    image_size: Optional[int] = typer.Option(None, help="Side images are resized to (default: the model's usual input, e.g. 224)."),
+    val_samples: Optional[int] = typer.Option(None, help="Score trials on this many validation samples (seeded); front "
+                                                         "models are re-evaluated on the full splits."),
+    loader_workers: Optional[int] = typer.Option(None, help="DataLoader worker processes for data read from disk "
+                                                            "(default: automatic)."),
     latency_budget: Optional[str] = typer.Option(None, help="Absolute ('1.5ms', '800us') or relative to the teacher ('0.5x')."),
     trials: Optional[int] = typer.Option(None, help="Completed trials the study should hold when the search ends."),
     name: Optional[str] = typer.Option(None, help="Run name: the folder runs/<name> and the study name."),
@@ -83,6 +91,7 @@ def run(
     batch_size: Optional[int] = typer.Option(None, help="Batch size latency is measured at (default 1)."),
     threads: Optional[int] = typer.Option(None, help="Threads the runtime may use (default 1)."),
     epochs: Optional[float] = typer.Option(None, help="Fine-tuning epochs per candidate."),
+    steps: Optional[int] = typer.Option(None, help="Fine-tuning optimiser steps per candidate (instead of --epochs)."),
     granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
     trial_timeout: Optional[str] = typer.Option(None, help="Time limit per trial ('90s', '10m', '1h'); a trial past it fails."),
     time_budget: Optional[str] = typer.Option(None, help="Wall time for the whole search ('30m', '2h'); after it no "
@@ -98,8 +107,10 @@ def run(
     config = _build_config(config_file, {
         "task": task, "latency_budget": latency_budget, "trials": trials, "name": name, "sampler": sampler,
         "seed": seed, "storage": storage, "jobs": jobs, "runs_dir": runs_dir, "time_budget": time_budget,
+        "data": data, "weights": weights, "image_size": image_size, "val_samples": val_samples,
+        "loader_workers": loader_workers,
         "target": {"runtime": runtime, "device": device, "batch_size": batch_size, "threads": threads},
-        "finetune": {"epochs": epochs}, "space": {"granularity": granularity},
+        "finetune": {"epochs": epochs, "steps": steps}, "space": {"granularity": granularity},
         "faults": {"trial_timeout": trial_timeout},
         "backend": backend, "ray": {"address": address},
     })

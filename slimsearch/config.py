@@ -179,6 +179,10 @@ class FinetuneConfig:
     lr: float = 2e-3
     batch_size: int = 64
     screen_epochs: float = 1.0
+    # Optimiser steps per fine-tune; when set it replaces `epochs` (with real data, an epoch over
+    # the whole train split can take hours). The screen then comes at the same share of the
+    # steps as `screen_epochs` is of `epochs` (a third by default).
+    steps: int | None = None
     # Where fine-tuning, teacher logits, sensitivity probes and evaluation run (auto: cuda if present).
     device: str = "auto"
     # bf16 autocast for fine-tuning on a CUDA device; models with quantized layers always train in
@@ -193,11 +197,41 @@ class FinetuneConfig:
         _check_positive("finetune.", "lr", self.lr, integer=False)
         _check_positive("finetune.", "batch_size", self.batch_size)
         _check_positive("finetune.", "screen_epochs", self.screen_epochs, integer=False, allow_zero=True)
+        if self.steps is not None:
+            _check_positive("finetune.", "steps", self.steps)
 
     @property
     def screens(self) -> bool:
         """Whether candidates get a short fine-tune first (see `screen_epochs`)."""
         return 0 < self.screen_epochs < self.epochs
+
+    def plan(self, train_samples: int) -> FinetunePlan:
+        """The fine-tune's length in optimiser steps for a train split of `train_samples`."""
+        per_epoch = max(1, math.ceil(train_samples / self.batch_size))
+        total = self.steps if self.steps is not None else max(1, round(self.epochs * per_epoch))
+        screen = None
+        if self.screens:
+            share = self.screen_epochs / self.epochs
+            screen = round(share * total) if self.steps is not None else round(self.screen_epochs * per_epoch)
+            screen = screen if 0 < screen < total else None
+        return FinetunePlan(steps=total, steps_per_epoch=per_epoch, screen_step=screen)
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """A fine-tune in optimiser steps; `epochs` and `screen_epochs` say the same in passes over the train split."""
+
+    steps: int
+    steps_per_epoch: int
+    screen_step: int | None
+
+    @property
+    def epochs(self) -> float:
+        return self.steps / self.steps_per_epoch
+
+    @property
+    def screen_epochs(self) -> float | None:
+        return None if self.screen_step is None else self.screen_step / self.steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -399,6 +433,19 @@ class SearchConfig:
     # fewer than `trials` and running it again continues.
     time_budget: float | None = None
     backend: str = "optuna"
+    # Bring your own model and data (tasks torchvision:<model> and timm:<model>): `data` a folder
+    # in ImageFolder layout, `weights` the teacher's checkpoint, `image_size` the side images are
+    # resized to (None: the model's usual input size).
+    data: str | None = None
+    weights: str | None = None
+    image_size: int | None = None
+    # The search-time validation subset: trials are scored on this many validation samples
+    # (seeded by `seed`, the same for the whole study); front models are re-evaluated on the
+    # full validation and test splits. None: every trial is scored on the full validation split.
+    val_samples: int | None = None
+    # DataLoader worker processes for data read from disk (None: automatic, 0: read in the trial's
+    # own process). In-memory splits (TensorDataset) are always sliced directly.
+    loader_workers: int | None = None
     target: TargetConfig = field(default_factory=TargetConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -453,6 +500,28 @@ class SearchConfig:
             object.__setattr__(self, "runs_dir", os.fspath(self.runs_dir))
         if not isinstance(self.runs_dir, str) or not self.runs_dir.strip():
             raise ConfigError(f"runs_dir must be a folder path such as 'runs', but got runs_dir={self.runs_dir!r}")
+        self._check_data()
+
+    def _check_data(self) -> None:
+        for key, example in (("data", "'images/' (train/<class>/*, val/<class>/*)"), ("weights", "'teacher.pt'")):
+            value = getattr(self, key)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, key, value := os.fspath(value))
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{key} must be a path such as {example}, but got {key}={value!r}")
+        if self.image_size is not None:
+            _check_positive("", "image_size", self.image_size)
+        if self.val_samples is not None:
+            _check_positive("", "val_samples", self.val_samples)
+        if self.loader_workers is not None:
+            _check_positive("", "loader_workers", self.loader_workers, allow_zero=True)
+        if (self.data is not None or self.weights is not None or self.image_size is not None) \
+                and not self.task.startswith(("torchvision:", "timm:")):
+            given = ", ".join(f"{key}={getattr(self, key)!r}" for key in ("data", "weights", "image_size")
+                              if getattr(self, key) is not None)
+            raise ConfigError(f"data, weights and image_size are for the tasks 'torchvision:<model>' and "
+                              f"'timm:<model>', but got {given} with task={self.task!r} (a task factory reads "
+                              f"its own data)")
 
     @property
     def run_name(self) -> str:

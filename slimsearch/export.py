@@ -8,6 +8,7 @@ loudly if any of them is off by more than the tolerances below.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -147,13 +148,13 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
     task = _task(result)
     student = _load_student(result, task, files)
     if is_early_exit(student):
-        export_early_exit(student, task.example_input, out_dir / EXITS_DIR, calibration_inputs=task.train.tensors[0])
+        export_early_exit(student, task.example_input, out_dir / EXITS_DIR, calibration_inputs=task.calibration_inputs())
         for stale in ("model.onnx", "model.pt2"):
             files.pop(stale).unlink(missing_ok=True)
         files[EXITS_DIR] = out_dir / EXITS_DIR
     else:
         # The same deployment form the trial was timed on: QDQ int8 / fp16 layers where it is quantized.
-        export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.train.tensors[0])
+        export_deployed(student, task.example_input, files["model.onnx"], calibration_inputs=task.calibration_inputs())
         # torch.export specialises a batch dimension of size 1, so trace with a batch of two. A
         # half-precision model ships in its precision here (model.onnx stays float32 for ONNX Runtime).
         batch = task.example_input.expand(2, *task.example_input.shape[1:]).clone()
@@ -167,9 +168,9 @@ def export_trial(result, *, trial: int | None = None, best_under: str | None = N
 
 
 def _task(result):
-    from slimsearch.tasks import create_task
+    from slimsearch.tasks import task_from_config
 
-    return create_task(result.config.task, seed=result.config.seed)
+    return task_from_config(result.config)
 
 
 def _load_student(result, task, files: dict[str, Path]):
@@ -194,14 +195,14 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     from slimsearch.evaluators.accuracy import accuracy_from_logits
     from slimsearch.evaluators.deploy import onnx_predict, onnx_session
     from slimsearch.evaluators.exit_deploy import is_early_exit
-    from slimsearch.evaluators.train import predict_logits
+    from slimsearch.evaluators.train import model_predictor
     from slimsearch.pt2 import load_exported_program
     from slimsearch.search.trial import latency_settings
     from slimsearch.techniques.precision import execution_dtype
     from slimsearch.techniques.quantization import quantized_layers
 
     _check_choice_arguments(trial, None, False)
-    figures = _find_trial(result, trial).user_attrs
+    figures = _figures(result, trial)
     out_dir = Path(out_dir)
     files = {name: out_dir / name for name in ARTIFACTS}
     for name in ("weights.pt", "candidate.json"):
@@ -209,34 +210,37 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
             raise ExportError(f"{name} is missing from {out_dir}")
     _check_same_candidate(result, files["candidate.json"], trial, figures)
     task = task or _task(result)
-    inputs, labels = task.test.tensors
     student = _load_student(result, task, files)
     if is_early_exit(student):
         return _verify_early_exit(result, out_dir, trial, task, student, figures)
     for name in ("model.onnx", "model.pt2"):
         if not files[name].exists():
             raise ExportError(f"{name} is missing from {out_dir}")
-    reference = predict_logits(student, inputs, device="cpu")  # in its precision, on the CPU as model.pt2 runs below
-
-    try:
+    onnx_failed = f"model.onnx in {out_dir} does not load or run in ONNX Runtime"
+    with _refused_as(onnx_failed):
         session = onnx_session(files["model.onnx"], threads=result.config.target.threads)
-        onnx_logits = onnx_predict(session, inputs)
-    except Exception as error:
-        raise ExportError(f"model.onnx in {out_dir} does not load or run in ONNX Runtime: "
-                          f"{str(error).splitlines()[0][:200]}") from None
     program = load_exported_program(files["model.pt2"]).module()  # never unpickles: see slimsearch/pt2.py
-    try:
-        with torch.inference_mode():
-            pt2_logits = torch.cat([program(inputs[i:i + 256]) for i in range(0, len(inputs), 256)])
-    except Exception as error:
-        raise ExportError(f"model.pt2 in {out_dir} does not run with torch.export: "
-                          f"{str(error).splitlines()[0][:200]}") from None
+
+    def run_pt2(inputs: torch.Tensor) -> torch.Tensor:
+        with _refused_as(f"model.pt2 in {out_dir} does not run with torch.export"), torch.inference_mode():
+            return program(inputs)
+
+    def run_onnx(inputs: torch.Tensor) -> torch.Tensor:
+        with _refused_as(onnx_failed):
+            return onnx_predict(session, inputs)
+
+    # The test split is streamed once through all three; only logits (samples x classes) are kept.
+    # The reference in its precision, on the CPU, as model.pt2 runs here.
+    (reference, onnx_logits, pt2_logits), labels = _test_logits(task, [model_predictor(student, device="cpu"), run_onnx,
+                                                                       run_pt2])
 
     checks = {
         "onnx_max_logit_difference": float((onnx_logits - reference).abs().max()),
         "pt2_max_logit_difference": float((pt2_logits - reference).abs().max()),
         "onnx_test_accuracy": accuracy_from_logits(onnx_logits, labels),
-        "reported_test_accuracy": figures.get("test_accuracy"),
+        # A trial scored on the search-time validation subset and off the front has no test figure
+        # yet: the fine-tuned model's own test accuracy stands in.
+        "reported_test_accuracy": figures.get("test_accuracy", accuracy_from_logits(reference, labels)),
     }
     quantized = bool(quantized_layers(student))
     # A half-precision model's model.onnx is its float32 form, held to its predictions like int8.
@@ -258,6 +262,45 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
     _check_latency(checks, trial, figures, lambda: _measure_exported(task, settings, files["model.onnx"], student))
     (out_dir / "verification.json").write_text(json.dumps({"trial": trial, **checks}, indent=2))
     return checks
+
+
+def _figures(result, trial: int) -> dict[str, Any]:
+    """The trial's recorded figures, with the full test split's accuracy of a re-evaluated front model
+    (search/reevaluate.py) when the search scored trials on a validation subset."""
+    from slimsearch.search.reevaluate import full_evaluations
+
+    figures = dict(_find_trial(result, trial).user_attrs)
+    full = full_evaluations(result.study).get(trial, {})
+    if "test_accuracy" not in figures and "test_accuracy" in full:
+        figures["test_accuracy"] = full["test_accuracy"]
+    return figures
+
+
+def _test_logits(task, predictors: list) -> tuple[list, "torch.Tensor"]:
+    """Each predictor's outputs over the task's test split, read once as a stream; and the labels."""
+    import torch
+
+    from slimsearch.tasks.loading import eval_batch_size, load_batches, sequential_batches
+
+    outputs, labels = [[] for _ in predictors], []
+    for inputs, batch_labels, _ in load_batches(task.test, sequential_batches(len(task.test), eval_batch_size(task.test)),
+                                                workers=task.loader_workers):
+        for kept, predict in zip(outputs, predictors):
+            kept.append(torch.as_tensor(predict(inputs)).float().cpu())
+        labels.append(batch_labels)
+    return [torch.cat(kept) for kept in outputs], torch.cat(labels)
+
+
+@contextlib.contextmanager
+def _refused_as(what: str, *, with_type: bool = False):
+    """Any error inside becomes one ExportError line: `what`, then the error's first line."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as error:
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise ExportError(f"{what}: {type(error).__name__ + ': ' if with_type else ''}{first_line}") from None
 
 
 def _check_accuracy(checks: dict, trial: int) -> None:
@@ -305,26 +348,34 @@ def _verify_early_exit(result, out_dir: Path, trial: int, task, student, figures
     from slimsearch.techniques.quantization import quantized_layers
 
     folder = out_dir / EXITS_DIR
-    inputs, labels = task.test.tensors
-    try:  # the runner as shipped, not the package's copy of it
+    failed = f"the early-exit model in {folder} does not load or run with its runner.py"
+    with _refused_as(failed, with_type=True):  # the runner as shipped, not the package's copy of it
         spec = importlib.util.spec_from_file_location("slimsearch_exported_runner", folder / "runner.py")
         shipped = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(shipped)
         runner = shipped.EarlyExitRunner(folder, threads=result.config.target.threads)
-        runner_logits, runner_exits = runner.predict(inputs.numpy())
-    except Exception as error:
-        raise ExportError(f"the early-exit model in {folder} does not load or run with its runner.py: "
-                          f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from None
-    with torch.inference_mode():
-        reference, reference_exits = exit_outcomes(student.eval().exit_logits(inputs), student.thresholds, student.criterion)
-    runner_logits = torch.from_numpy(runner_logits)
+
+    def run_runner(inputs: torch.Tensor) -> torch.Tensor:
+        with _refused_as(failed, with_type=True):
+            logits, exits = runner.predict(inputs.numpy())
+        return torch.cat([torch.from_numpy(logits).float(), torch.from_numpy(exits).float().unsqueeze(1)], dim=1)
+
+    @torch.inference_mode()
+    def run_reference(inputs: torch.Tensor) -> torch.Tensor:
+        logits, exits = exit_outcomes(student.eval().exit_logits(inputs), student.thresholds, student.criterion)
+        return torch.cat([logits.float(), exits.float().unsqueeze(1)], dim=1)
+
+    # Streamed once through both; each row is the logits with the exit taken appended.
+    (runner_rows, reference_rows), labels = _test_logits(task, [run_runner, run_reference])
+    runner_logits, runner_exits = runner_rows[:, :-1], runner_rows[:, -1].long().numpy()
+    reference, reference_exits = reference_rows[:, :-1], reference_rows[:, -1].long()
     quantized = bool(quantized_layers(student))
     checks = {
         "onnx_max_logit_difference": float((runner_logits - reference).abs().max()),
         "argmax_agreement": float((runner_logits.argmax(1) == reference.argmax(1)).float().mean()),
         "exit_agreement": float((torch.from_numpy(runner_exits) == reference_exits).float().mean()),
         "onnx_test_accuracy": accuracy_from_logits(runner_logits, labels),
-        "reported_test_accuracy": figures.get("test_accuracy"),
+        "reported_test_accuracy": figures.get("test_accuracy", accuracy_from_logits(reference, labels)),
         "exit_shares_test": {name: float((runner_exits == index).mean()) for index, name in enumerate(runner.exit_names)},
     }
     # A sample near a threshold may leave one exit earlier or later after export's rounding, so

@@ -34,13 +34,19 @@ def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     teacher, config = result.teacher, result.config
     accuracy, latency_ms, size_bytes = trial.values
+    from slimsearch.search.reevaluate import full_evaluations
+
+    # With a search-time validation subset: the full splits' figures of a re-evaluated front model.
+    full = full_evaluations(result.study).get(trial.number, {})
+    search_accuracy, accuracy = accuracy, full.get("val_accuracy", accuracy)
     return {
         "task": config.task,
         "trial": trial.number,
         "teacher": {key: teacher.get(key) for key in ("name", "val_accuracy", "test_accuracy", "latency_ms",
                                                       "size_bytes", "params_count")},
         "knobs": attrs["candidate"],
-        "accuracy": {"validation": accuracy, "test": attrs.get("test_accuracy"),
+        "accuracy": {"validation": accuracy, "validation_search_subset": search_accuracy if full else None,
+                     "test": attrs.get("test_accuracy", full.get("test_accuracy", verification.get("reported_test_accuracy"))),
                      "test_exported_onnx": verification.get("onnx_test_accuracy")},
         "size": {"packed_bytes": int(size_bytes), "onnx_bytes": attrs.get("onnx_bytes"),
                  "params_count": attrs.get("params_count")},

@@ -30,6 +30,9 @@ from tests.conftest import REPO, slimsearch_cli, slimsearch_cli_batch, write_tom
 DOC = REPO / "docs" / "bad-input.md"
 GOOD = "tests.tasks.factories:good"  # a user task that builds in well under a second
 FAST = ("--task", GOOD, "--latency-budget", "2x", "--trials", "1")  # flags for rows that get past the settings
+# Rows aimed at the finished run: a refused task must leave its study as it was.
+IN_GOOD_RUN = ("--runs-dir", "{runs}", "--name", "good", "--latency-budget", "2x")
+FOLDER_TASK = ("--task", "torchvision:resnet18", "--image-size", "32")
 FAST_TOML = {"task": GOOD, "latency_budget": "2x", "trials": 1, "runs_dir": "{tmp}/runs",
              "latency": {"warmup": 1, "repeats": 10, "rounds": 2}}
 
@@ -75,6 +78,12 @@ def _tensorrt_onnxruntime() -> str | None:
     import onnxruntime as ort
 
     return "ONNX Runtime has TensorRT here" if "TensorrtExecutionProvider" in ort.get_available_providers() else None
+
+
+def _timm_installed() -> str | None:
+    import importlib.util
+
+    return "timm is installed here" if importlib.util.find_spec("timm") else None
 
 
 def _search(**settings):
@@ -321,6 +330,64 @@ CASES = [
     Case("task factory", "teacher that is not a module",
          "task 'tiny-conv': teacher must be a torch.nn.Module, but got str",
          cli=("run", "--runs-dir", "{tmp}", "--task", "tests.tasks.factories:teacher_not_a_module"), id="task-teacher"),
+    Case("task factory", "mixed-size images (an ImageFolder read with ToTensor alone)",
+         "task factory 'tests.tasks.factories:mixed_size_images': task 'mixed-sizes': train sample 5 (…/train/b/2.png) "
+         "is (3, 40, 40) float32, but example_input's samples are (3, 32, 32) float32; every sample must have that "
+         "shape and dtype", cli=("run", *IN_GOOD_RUN, "--task", "tests.tasks.factories:mixed_size_images"),
+         needs_run=True, id="task-mixed-sizes"),
+    # --- your model and images (`--task torchvision:<model> --weights CKPT --data DIR`) ---------------
+    Case("`slimsearch run --data`", "a folder without class subfolders (images directly in train/)",
+         "'…/flat/train' holds 0 class subfolder(s) and 4 file(s) directly in it; expected one subfolder per class "
+         "(at least two), each holding that class's images", cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data",
+         "{images}/flat", "--weights", "{images}/resnet18-3.pt"), needs_run=True, id="data-no-class-folders"),
+    Case("`slimsearch run --data`", "a folder without train/",
+         "data folder '…' has no train/ folder (it holds ['cats', 'dogs']); expected ImageFolder layout: …/train/<class>/<image>",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/no-train", "--weights", "{images}/resnet18-3.pt"),
+         needs_run=True, id="data-no-train"),
+    Case("`slimsearch run --data`", "a file instead of a folder", "data '…' is a file; expected a folder in ImageFolder layout",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{file}", "--weights", "{images}/resnet18-3.pt"),
+         needs_run=True, id="data-file"),
+    Case("`slimsearch run --data`", "an unreadable image",
+         "image '…/unreadable/train/b/broken.png' cannot be read (UnidentifiedImageError: …); expected an image file "
+         "that PIL opens", cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/unreadable", "--weights",
+                                "{images}/resnet18-3.pt"), needs_run=True, id="data-unreadable-image"),
+    Case("`slimsearch run --weights`", "a checkpoint of another architecture",
+         "checkpoint '…/resnet34-3.pt' is not a torchvision resnet18 checkpoint: … of its tensors are not in the model "
+         "(e.g. 'layer1.2.conv1.weight'); expected the state dict of torchvision resnet18 (is it another architecture?)",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/good", "--weights", "{images}/resnet34-3.pt"),
+         needs_run=True, id="weights-architecture"),
+    Case("`slimsearch run --weights`", "a checkpoint for another number of classes",
+         "checkpoint '…/resnet18-1000.pt' has a 1000-class head (fc.weight is (1000, 512)), but '…/good/train' has 3 "
+         "class folders; expected a checkpoint trained on these 3 classes",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/good", "--weights", "{images}/resnet18-1000.pt"),
+         needs_run=True, id="weights-classes"),
+    Case("`slimsearch run --weights`", "a pickled model instead of a state dict",
+         "checkpoint '…/pickled-model.pt' cannot be read with torch.load(weights_only=True) (…); expected a state dict "
+         "saved with torch.save(model.state_dict(), path), not a pickled model",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/good", "--weights", "{images}/pickled-model.pt"),
+         needs_run=True, id="weights-pickled"),
+    Case("`slimsearch run --weights`", "a file that does not exist", "checkpoint '…/nope.pt' does not exist",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/good", "--weights", "{images}/nope.pt"),
+         needs_run=True, id="weights-missing"),
+    Case("`slimsearch run --data`", "without --weights",
+         "task 'torchvision:resnet18' with data '…' needs weights: the checkpoint of resnet18 trained on these classes",
+         cli=("run", *IN_GOOD_RUN, *FOLDER_TASK, "--data", "{images}/good"), needs_run=True, id="data-no-weights"),
+    Case("`slimsearch run --data`", "with a task that reads its own data",
+         "data, weights and image_size are for the tasks 'torchvision:<model>' and 'timm:<model>', but got "
+         "data='images' with task='digits'", cli=("run", "--task", "digits", "--data", "images"), id="data-builtin-task"),
+    Case("`slimsearch run --task timm:`", "timm not installed",
+         "task 'timm:resnet18' needs the timm package, which is not installed; install it with pip install "
+         "'slimsearch[timm]'", cli=("run", *IN_GOOD_RUN, "--task", "timm:resnet18", "--data", "{images}/good",
+                                    "--weights", "{images}/resnet18-3.pt"), needs_run=True, skip=_timm_installed,
+         id="timm-missing"),
+    Case("`slimsearch run --image-size`", "zero", "image_size must be an integer > 0, but got image_size=0",
+         cli=("run", "--task", "torchvision:resnet18", "--image-size", "0"), id="image-size-zero"),
+    Case("`slimsearch run --val-samples`", "zero", "val_samples must be an integer > 0, but got val_samples=0",
+         cli=("run", "--val-samples", "0"), id="val-samples-zero"),
+    Case("`slimsearch run --steps`", "zero", "finetune.steps must be an integer > 0, but got steps=0",
+         cli=("run", "--steps", "0"), id="steps-zero"),
+    Case("TOML `loader_workers`", "negative", "loader_workers must be an integer >= 0, but got loader_workers=-1",
+         toml={"loader_workers": -1}, id="loader-workers-negative"),
     # --- an existing run: resume, front, report, export ----------------------------------------------
     Case("`slimsearch run` (resume)", "settings that differ from the study's",
          "study 'good' in … was created with different settings (latency_budget: study has '2x', this run asks for "
@@ -482,6 +549,35 @@ def _make_run(root: Path) -> Path:
     return result.run_dir
 
 
+def _make_image_inputs(root: Path) -> Path:
+    """Image folders (good, and broken in each way a row names) and checkpoints (fitting, and not)."""
+    import torch
+    from PIL import Image
+
+    from tests.tasks.image_data import random_checkpoint
+
+    def image(path: Path, side: int = 32) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (side, side), (200, 30, 60)).save(path)
+
+    for label in ("a", "b", "c"):
+        for number in range(2):
+            image(root / "good" / "train" / label / f"{number}.png")
+            image(root / "good" / "val" / label / f"{number}.png", side=48)  # sizes may differ: images are resized
+    for number in range(4):
+        image(root / "flat" / "train" / f"{number}.png")
+    for label in ("cats", "dogs"):
+        image(root / "no-train" / label / "0.png")
+        image(root / "unreadable" / "train" / label[0] / "0.png")
+    (root / "unreadable" / "train" / "b").mkdir()
+    (root / "unreadable" / "train" / "b" / "broken.png").write_text("not an image\n")
+    random_checkpoint(root / "resnet18-3.pt", "resnet18", 3)
+    random_checkpoint(root / "resnet34-3.pt", "resnet34", 3)
+    random_checkpoint(root / "resnet18-1000.pt", "resnet18", 1000, key="state_dict")
+    torch.save(torch.nn.Linear(2, 2), root / "pickled-model.pt")
+    return root
+
+
 def _make_damaged_runs(root: Path, run: Path) -> dict:
     from slimsearch.spaces import Candidate
 
@@ -506,7 +602,8 @@ def _make_damaged_runs(root: Path, run: Path) -> dict:
 def world(tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("bad-input")
     (root / "afile").write_text("a file, not a folder\n")
-    world = World(root, {"file": str(root / "afile"), "runs": str(root / "runs"), "run": str(root / "runs" / "good")})
+    world = World(root, {"file": str(root / "afile"), "runs": str(root / "runs"), "run": str(root / "runs" / "good"),
+                         "images": str(_make_image_inputs(root / "images"))})
     cli_cases = [c for c in CASES if c.call is None and not (c.skip and c.skip())]
 
     def run_batch(cases: list[Case]) -> None:

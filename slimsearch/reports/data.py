@@ -15,7 +15,7 @@ from slimsearch.search.storage import DIRECTIONS, FIRST_LATENCY_ATTR
 TEACHER_ATTR = "teacher"
 
 TRIAL_COLUMNS = [
-    "trial", "state", "accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
+    "trial", "state", "accuracy", "search_accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
     "speedup", "size_bytes", "onnx_bytes", "params_count", "macs", "macs_ratio", "params_ratio", "flags",
     "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_compile", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s",
@@ -32,17 +32,24 @@ def teacher_info(study) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial, in trial order, whatever its state."""
+    from slimsearch.search.reevaluate import full_evaluations
+
     rows = []
+    full = full_evaluations(study)
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         values = trial.values or [None, None, None]
         predicted = attrs.get(PREDICTED_ATTR) or {}
         seconds = attrs.get("seconds", {})
+        reevaluated = full.get(trial.number, {})
         rows.append({
             "trial": trial.number,
             "state": trial.state.name.lower(),
-            "accuracy": values[0],
-            "test_accuracy": attrs.get("test_accuracy"),
+            # The full validation split's figure where there is one (a front model re-evaluated after a
+            # search scored on `val_samples`), else the figure the search scored the trial by.
+            "accuracy": reevaluated.get("val_accuracy", values[0]),
+            "search_accuracy": values[0],
+            "test_accuracy": attrs.get("test_accuracy", reevaluated.get("test_accuracy")),
             "latency_ms": values[1],
             "latency_iqr_ms": attrs.get("latency", {}).get("iqr_ms"),
             "teacher_latency_ms": attrs.get("teacher_latency_ms"),
@@ -80,13 +87,26 @@ def front_frame(study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """
     trials = trials_frame(study) if trials is None else trials
     feasible = trials[trials["feasible"] & trials["stopped_early"].isna()].reset_index(drop=True)
-    points = feasible[["accuracy", "latency_ms", "size_bytes"]].to_numpy(dtype=float).tolist()
-    front = feasible.iloc[pareto_indices(points, DIRECTIONS)].copy()
+    # The front by the figures the search compared (the validation subset, with `val_samples`), then
+    # by the full validation figures its models were re-evaluated on (the same set without a subset).
+    searched = feasible[["search_accuracy", "latency_ms", "size_bytes"]].to_numpy(dtype=float).tolist()
+    candidates = feasible.iloc[pareto_indices(searched, DIRECTIONS)].reset_index(drop=True)
+    points = candidates[["accuracy", "latency_ms", "size_bytes"]].to_numpy(dtype=float).tolist()
+    front = candidates.iloc[pareto_indices(points, DIRECTIONS)].copy()
     teacher = teacher_info(study)
     front.insert(3, "teacher_accuracy", teacher.get("val_accuracy"))
     front.insert(4, "teacher_test_accuracy", teacher.get("test_accuracy"))
     front["teacher_size_bytes"] = teacher.get("size_bytes")
     return front.sort_values(["latency_ms", "trial"]).reset_index(drop=True)
+
+
+def search_front_trials(study) -> list:
+    """The trials on the front by the search's own objectives (feasible, fully fine-tuned)."""
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    frame = trials_frame(study)
+    feasible = frame[frame["feasible"] & frame["stopped_early"].isna()].reset_index(drop=True)
+    searched = feasible[["search_accuracy", "latency_ms", "size_bytes"]].to_numpy(dtype=float).tolist()
+    return [trials[int(number)] for number in feasible.iloc[pareto_indices(searched, DIRECTIONS)]["trial"]]
 
 
 def front_records(study) -> list[dict[str, Any]]:

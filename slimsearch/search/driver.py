@@ -28,6 +28,7 @@ from slimsearch.search.environment import environment_info
 from slimsearch.search.faults import MAX_CONSECUTIVE_FAILURES, guard_objective, past
 from slimsearch.search.priors import compute_priors, ensure_priors
 from slimsearch.search.proposals import needs_priors
+from slimsearch.search.reevaluate import reevaluate_front
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.trial import TrialContext, run_trial
 from slimsearch.spaces import Space
@@ -40,7 +41,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     """Run (or resume) the search `config` describes; returns its `Result`."""
     import optuna
 
-    from slimsearch.tasks import create_task
+    from slimsearch.tasks import task_from_config
 
     console = console or Console(stderr=True)
     # The time budget counts from here: loading the task and checking the budget are part of it.
@@ -49,7 +50,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     run_dir = config.run_dir
     st.prepare_run_dir(run_dir)
     with st.run_lock(run_dir):
-        task = task or create_task(config.task, seed=config.seed)
+        task = task_from_config(config, task=task)
         space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
         storage_url = config.storage or st.default_storage_url(run_dir)
         expected = st.fingerprint(config, space.signature())
@@ -117,6 +118,7 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
             console.print(f"Time budget of {config.time_budget:g} s used up: {_count(study, 'COMPLETE')} of "
                           f"{config.trials} trials done; run the same command again to continue.",
                           highlight=False, markup=False, soft_wrap=True)
+    reevaluate_front(study, context, _reporter(console))  # full validation and test figures, with val_samples
     result = Result(run_dir)
     result.write_tables()
     return result
@@ -175,8 +177,10 @@ def _preflight(context: TrialContext, console: Console) -> dict:
         "latency_ms": teacher_ms,
         "latency_iqr_ms": teacher_iqr_ms,
         "smallest_candidate_latency_ms": smallest_ms,
-        "val_accuracy": accuracy(task.teacher, task.val),
-        "test_accuracy": accuracy(task.teacher, task.test),
+        "val_accuracy": accuracy(task.teacher, task.val, workers=task.loader_workers),
+        "test_accuracy": accuracy(task.teacher, task.test, workers=task.loader_workers),
+        **({"search_val_accuracy": accuracy(task.teacher, task.search_val, workers=task.loader_workers),
+            "val_samples": len(task.search_val)} if task.val_is_subset else {}),
         "size_bytes": packed_size_bytes(task.teacher),
         "params_count": parameter_count(task.teacher),
         "name": task.name,
@@ -293,12 +297,12 @@ def _split_threads(jobs: int) -> None:
 def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None) -> None:
     import optuna
 
-    from slimsearch.tasks import create_task
+    from slimsearch.tasks import task_from_config
 
     config = SearchConfig.from_mapping(config_data, source="worker")
     _split_threads(config.jobs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    task = create_task(config.task, seed=config.seed)
+    task = task_from_config(config)
     space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
     context = TrialContext.create(config, task, space, Path(run_dir))
     console = Console(stderr=True, quiet=True)  # the driver reports for the whole search

@@ -296,9 +296,10 @@ def _quant_drops(options: Sequence[str], measured: dict[str, float]) -> np.ndarr
 # Fine-tuned loss as a function of each family's damage, before trials calibrate it: the terms
 # (family, power) and their prior coefficients. Pruning costs little until much of the capacity
 # is gone, then a lot (on digits: uniform 0.5 loses 0.6 points, 0.7 loses 7, 0.8 loses 23;
-# capacity damage 0.69, 1.2, 1.6: close to 0.03 x D^4); the other families' untuned drops are
-# mostly recovered by fine-tuning when small and not when large.
-ACCURACY_TERMS = (("prune", 4, 0.03), ("prune_peak", 4, 0.002), ("quant", 1, 0.05), ("separable", 2, 0.03),
+# capacity damage 0.69, 1.2, 1.6: close to 0.03 x D^4); separable convs alike (untuned drops
+# summing to 0.56 fine-tuned to -0.3 points, all seven convs at 1.47 to -16: 0.035 x D^4); the
+# other families' untuned drops are mostly recovered when small and not when large.
+ACCURACY_TERMS = (("prune", 4, 0.03), ("prune_peak", 4, 0.002), ("quant", 1, 0.05), ("separable", 4, 0.035),
                   ("lowrank", 2, 0.07), ("exits", 1, 0.01))
 # The prior counts as this many observations per coefficient: a fit on a few dozen noisy
 # fine-tunes ranked held-out candidates better held close to the prior than left free

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from slimsearch.search.sensitivity import PROBE_SAMPLES, layer_sensitivity
+from slimsearch.search.sensitivity import layer_sensitivity
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.encoding import Encoding
 from slimsearch.spaces.exits import OFF
@@ -53,13 +53,13 @@ def ensure_priors(study, context, report, *, deadline: float | None = None, comp
     if priors:
         return priors
     cached = _cache_path(context)
-    if cached.exists():
+    if cached is not None and cached.exists():
         priors = json.loads(cached.read_text(encoding="utf-8"))
         report(f"Priors: the layer sensitivity and latency probes of an earlier search of this model ({cached}).")
     else:
         seconds = None if deadline is None else max(5.0, PRIORS_SHARE * (deadline - time.time()))
         priors = (compute or compute_priors)(context, seconds=seconds)
-        if priors["sensitivity"]["complete"] and priors["latency_complete"]:
+        if cached is not None and priors["sensitivity"]["complete"] and priors["latency_complete"]:
             _write(cached, priors)
         sensitivity = priors["sensitivity"]
         probes = sum(len(by_value) for targets in sensitivity["probes"].values() for by_value in targets.values())
@@ -77,25 +77,25 @@ def _write(path: Path, priors: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _cache_path(context) -> Path:
-    """Where this model's priors are cached: keyed by the teacher's weights, the validation inputs,
-    the space, and how and where latency is measured."""
+def _cache_path(context) -> Path | None:
+    """Where this model's priors are cached: keyed by the teacher's weights, the validation data,
+    the space, and how and where latency is measured; None when the data cannot be fingerprinted."""
     import hashlib
 
     from slimsearch.config import default_cache_dir
+    from slimsearch.evaluators.train import teacher_fingerprint
     from slimsearch.search.environment import environment_info
+    from slimsearch.tasks.loading import fingerprint
 
     config, task = context.config, context.task
-    digest = hashlib.sha256()
-    for name, tensor in task.teacher.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(task.val.tensors[0][:PROBE_SAMPLES].contiguous().numpy().tobytes())
+    data = fingerprint(task.search_val)
+    if data is None:
+        return None
     machine = environment_info(config)
-    digest.update(json.dumps([PRIORS_VERSION, context.space.signature(), config.to_dict()["space"],
-                              config.to_dict()["target"], config.to_dict()["latency"],
-                              machine.get("cpu"), machine.get("versions")], sort_keys=True, default=str).encode())
-    return default_cache_dir() / "priors" / f"priors-{digest.hexdigest()[:20]}.json"
+    key = json.dumps([PRIORS_VERSION, teacher_fingerprint(task.teacher), data, context.space.signature(),
+                      config.to_dict()["space"], config.to_dict()["target"], config.to_dict()["latency"],
+                      machine.get("cpu"), machine.get("versions")], sort_keys=True, default=str)
+    return default_cache_dir() / "priors" / f"priors-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
 def compute_priors(context, *, seconds: float | None = None) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def probe_latency(context, candidate: Candidate) -> float:
     from slimsearch.techniques.quantization import calibrate
 
     student = build_student(candidate, context.task.teacher, context.task.example_input, context.config.space)
-    calibrate(student, context.task.train.tensors[0])
+    calibrate(student, context.task.calibration_inputs())
     with tempfile.TemporaryDirectory(prefix="slimsearch-probe-") as tmp:
         measured, _ = context.measure(student, Path(tmp), lower_bound=True)
     return measured.student.value_ms / measured.teacher.value_ms

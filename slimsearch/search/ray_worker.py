@@ -34,7 +34,7 @@ def trial_context(config_data: dict, run_dir: str):
     from slimsearch.config import SearchConfig
     from slimsearch.search.trial import TrialContext
     from slimsearch.spaces import Space
-    from slimsearch.tasks import create_task
+    from slimsearch.tasks import task_from_config
 
     key = json.dumps([config_data, run_dir], sort_keys=True)
     if key not in _contexts:
@@ -42,7 +42,7 @@ def trial_context(config_data: dict, run_dir: str):
         config = SearchConfig.from_mapping(config_data, source="ray worker")
         # Ray gives a trial `cpus_per_trial` cores; torch's pool would otherwise take the machine.
         torch.set_num_threads(max(1, int(config.ray.cpus_per_trial)))
-        task = create_task(config.task, seed=config.seed)
+        task = task_from_config(config)
         space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
         _contexts[key] = TrialContext.create(config, task, space, Path(run_dir))
     return _contexts[key]

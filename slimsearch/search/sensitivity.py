@@ -47,7 +47,7 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
     from slimsearch.techniques.quantization import calibrate
 
     started = time.perf_counter()
-    val = _subset(task.val, PROBE_SAMPLES)
+    val = _subset(task.search_val, PROBE_SAMPLES)  # the trials' validation data, or the first of it
     base = space.default_candidate().to_dict()["choices"]
     probes: dict[str, dict[str, dict[str, float]]] = {}
     plan = probe_plan(space)
@@ -60,14 +60,14 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
         try:
             student = build_student(candidate, task.teacher, task.example_input, settings)
             if knob.family == "quant":
-                calibrate(student, task.train.tensors[0])
-            measured = accuracy(student, val)
+                calibrate(student, task.calibration_inputs())
+            measured = accuracy(student, val, workers=task.loader_workers)
         except Exception as error:  # a user model may not take this change; its trials will say so
             failed.append(f"{knob.family} {knob.target} at {value_key(value)}: {type(error).__name__}: {error}"[:300])
             continue
         probes.setdefault(knob.family, {}).setdefault(knob.target, {})[value_key(value)] = measured
     return {
-        "teacher_accuracy": accuracy(task.teacher, val),
+        "teacher_accuracy": accuracy(task.teacher, val, workers=task.loader_workers),
         "probes": probes,
         # The single-figure views the warm start reads (spaces/warm_start.py).
         "prune": {target: by_value[value_key(_capped(PRUNE_PROBES[0], space, target))]
@@ -123,9 +123,12 @@ def _capped(ratio: float, space: Space, target: str) -> float:
 
 
 def _subset(dataset, samples: int):
-    from torch.utils.data import TensorDataset
+    """The first `samples` of a split (all of it if it is smaller), without loading the rest."""
+    from torch.utils.data import Subset, TensorDataset
 
-    tensors = getattr(dataset, "tensors", None)
-    if tensors is None or len(tensors[0]) <= samples:
+    if len(dataset) <= samples:
         return dataset
-    return TensorDataset(*(tensor[:samples] for tensor in tensors))
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        return TensorDataset(*(tensor[:samples] for tensor in tensors))
+    return Subset(dataset, range(samples))

@@ -122,21 +122,26 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def fingerprint(config: SearchConfig, space_signature: str) -> dict[str, Any]:
     """What must not change between sessions of one study, or its trials would not be comparable."""
-    return {
+    fields = {
         "task": config.task,
         "space": space_signature,
         "latency_budget": str(config.latency_budget),
         "target": config.to_dict()["target"],
-        "finetune": config.to_dict()["finetune"],
+        # Unset optional keys (finetune.steps) are left out, so studies made before they existed still match.
+        "finetune": {key: value for key, value in config.to_dict()["finetune"].items() if value is not None},
     }
+    # The task's data and the search-time validation subset: only when set, for the same reason.
+    fields.update({key: getattr(config, key) for key in ("data", "weights", "image_size", "val_samples")
+                   if getattr(config, key) is not None})
+    return fields
 
 
 def check_fingerprint(study, expected: dict[str, Any], run_dir: Path) -> None:
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     if stored is None or stored == expected:
         return
-    differences = [f"{key}: study has {stored.get(key)!r}, this run asks for {expected[key]!r}"
-                   for key in expected if stored.get(key) != expected[key]]
+    differences = [f"{key}: study has {stored.get(key)!r}, this run asks for {expected.get(key)!r}"
+                   for key in [*expected, *(k for k in stored if k not in expected)] if stored.get(key) != expected.get(key)]
     raise StudyMismatchError(
         f"study {study.study_name!r} in {run_dir} was created with different settings ({'; '.join(differences)}); "
         f"use another --name, or delete {run_dir} to start over"

@@ -30,7 +30,7 @@ from slimsearch.evaluators.latency_worker import IsolatedMeasurer
 from slimsearch.evaluators.macs import record_compute
 from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
-from slimsearch.evaluators.train import fit, teacher_logits
+from slimsearch.evaluators.train import TeacherLogits, distillation_targets, fit
 from slimsearch.search.fidelity import Screen, screened_out_reason
 from slimsearch.search.origins import is_warm_start
 from slimsearch.search.storage import CONSTRAINT_NAME, FIRST_LATENCY_ATTR, artifact_store
@@ -39,7 +39,7 @@ from slimsearch.spaces.optuna_adapter import suggest_candidate
 from slimsearch.tasks.base import Task
 from slimsearch.techniques import build_student
 from slimsearch.techniques.exits import exit_outcomes
-from slimsearch.techniques.quantization import calibrate
+from slimsearch.techniques.quantization import calibrate, quantized_layers
 
 WEIGHTS_ATTR = "weights_artifact"
 
@@ -66,7 +66,7 @@ class TrialContext:
     task: Task
     space: Space
     run_dir: Path
-    teacher_logits: torch.Tensor
+    teacher_logits: TeacherLogits | None
     measurer: IsolatedMeasurer | None = None
     teacher_runner: Callable[[], None] | None = None
     cache_hits: int = 0  # measurements answered by the latency cache, for the trial's record
@@ -83,14 +83,18 @@ class TrialContext:
         # Here, not at the CLI: it is the machine that times trials that must have the target device.
         latency_eval.check_target_available(settings)
         use_device(config.finetune.device)  # teacher logits, sensitivity and evaluation follow it
-        logits = teacher_logits(task.teacher, task.train.tensors[0], cache_dir=default_cache_dir() / "logits")
+        plan = config.finetune.plan(len(task.train))
+        logits = distillation_targets(task.teacher, task.train, cache_dir=default_cache_dir() / "logits",
+                                      samples_seen=plan.steps * config.finetune.batch_size * config.trials,
+                                      workers=task.loader_workers)
         context = cls(config, task, space, run_dir, logits, device=compute_device())
         if settings.runtime in latency_eval.ORT_RUNTIMES:
             # Each process exports its own copy, so parallel workers never write one file at once.
             workdir = Path(tempfile.mkdtemp(prefix="slimsearch-teacher-"))
             teacher_onnx = export_onnx(task.teacher, task.example_input, workdir / "teacher.onnx")
+            # Real samples are read only for early exits, the one family timed on them.
             context.measurer = IsolatedMeasurer(teacher_onnx, task.example_input, settings,
-                                                samples=context.latency_samples)
+                                                samples=context.latency_samples if "exits" in config.space.families else None)
         else:
             context.teacher_runner = latency_eval.make_runner(task.teacher, task.example_input, settings)
         return context
@@ -98,7 +102,7 @@ class TrialContext:
     @property
     def latency_samples(self) -> torch.Tensor:
         """Real validation inputs: early-exit models are timed on these, one at a time."""
-        return self.task.val.tensors[0][:self.config.latency.exit_samples]
+        return self.task.latency_samples(self.config.latency.exit_samples)
 
     def measure(self, student: torch.nn.Module, workdir: Path, *, lower_bound: bool = False,
                 stage: _Stages | None = None) -> tuple[latency_eval.PairedMeasurement, dict[str, float] | None]:
@@ -124,7 +128,7 @@ class TrialContext:
         thresholds = [0.0] * len(student.thresholds) if lower_bound else None
         if self.measurer is not None:
             folder = workdir / "exits"
-            export_early_exit(student, self.task.example_input, folder, calibration_inputs=self.task.train.tensors[0])
+            export_early_exit(student, self.task.example_input, folder, calibration_inputs=_calibration(self.task, student))
             return (*self.measurer.measure_exits(folder, thresholds), self.measurer.last_prepare_seconds)
         # The torch runtimes: the deployed form with its segments compiled or captured one by one
         # (evaluators/runtimes.py), against the teacher prepared the same way, sample by sample.
@@ -161,7 +165,7 @@ class TrialContext:
         settings = latency_settings(self.config)
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
-                                        calibration_inputs=self.task.train.tensors[0])
+                                        calibration_inputs=_calibration(self.task, student))
             key = architecture_key(onnx_path, settings)
             cached = self.latency_cache.get(key)
             if cached is not None:
@@ -252,7 +256,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
     with stage("build"):
         student = build_student(candidate, task.teacher, task.example_input, config.space)
-        calibrate(student, task.train.tensors[0])  # activation ranges of quantized layers; else a no-op
+        calibrate(student, _calibration(task, student))  # activation ranges of quantized layers; else a no-op
         size_bytes = packed_size_bytes(student)
     trial.set_user_attr("params_count", parameter_count(student))
     record_compute(trial, student, task.teacher, task.example_input)  # MACs and parameters against the teacher
@@ -271,7 +275,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             # Latency-first: no fine-tuning for a candidate that cannot be feasible. Its
             # accuracy as built (no fine-tune) is cheap and keeps the trial comparable.
             with stage("evaluate"):
-                untuned = accuracy(student, task.val)
+                untuned = accuracy(student, task.search_val, workers=task.loader_workers)
             bound = " even with every sample leaving at the first exit" if first_shares is not None else ""
             _record(trial, first, violation, stage, context.cache_hits - hits_before, stopped=(
                 f"latency-first: {first.student.value_ms:.3f} ms{bound} is {violation:.0%} over the "
@@ -281,24 +285,27 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
         with stage("finetune"):
             distill = candidate.family("distill")
-            screen = _screen(trial, context, student, first, size_bytes, stage) if config.finetune.screens else None
-            fit(student, task.train, epochs=config.finetune.epochs, lr=config.finetune.lr,
+            plan = config.finetune.plan(len(task.train))  # in steps: finetune.steps, or epochs of this train split
+            screen = _screen(trial, context, student, first, size_bytes, stage) if plan.screen_step else None
+            fit(student, task.train, steps=plan.steps, lr=config.finetune.lr,
                 batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
                 temperature=distill.get("temperature", 4.0), alpha=distill.get("alpha", 0.0),
-                seed=finetune_seed(config.seed, candidate), device=context.device, autocast=config.finetune.autocast,
-                checkpoint=config.finetune.screen_epochs if screen else None, on_checkpoint=screen)
+                seed=finetune_seed(config.seed, candidate), workers=task.loader_workers, device=context.device,
+                autocast=config.finetune.autocast, checkpoint=plan.screen_epochs if screen else None,
+                on_checkpoint=screen)
             screened_out = screen is not None and screen.screened_out
             if not screened_out:
-                calibrate(student, task.train.tensors[0])  # final ranges on the fine-tuned weights
+                calibrate(student, _calibration(task, student))  # final ranges on the fine-tuned weights
         if screened_out:
             # Off the low rung's front: its short-fine-tune accuracy is its (honest) objective,
             # and `stopped_early` keeps it off the front, as latency-first does.
             _record(trial, first, violation, stage, context.cache_hits - hits_before,
-                    stopped=screened_out_reason(screen.outcome, config.finetune.epochs))
+                    stopped=screened_out_reason(screen.outcome, plan.epochs))
             return screen.outcome["accuracy"], first.student.value_ms, float(size_bytes)
         with stage("evaluate"):
-            val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
-            trial.set_user_attr("test_accuracy", accuracy(student, task.test))
+            val_accuracy = _finite(accuracy(student, task.search_val, workers=task.loader_workers), "validation accuracy")
+            if not task.val_is_subset:  # else front models get it when re-evaluated (search/reevaluate.py)
+                trial.set_user_attr("test_accuracy", accuracy(student, task.test, workers=task.loader_workers))
         with stage("latency"):
             # The final model is exported again (BatchNorm statistics and weights updated); when
             # it deploys to the graph already timed, the latency cache answers without timing.
@@ -329,10 +336,10 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
             # remaining epochs train against, and a promoted candidate would not end where an
             # unscreened one does.
             probe = copy.deepcopy(student)
-            calibrate(probe, task.train.tensors[0])  # ranges of the weights as they are now
-            return _finite(accuracy(probe, task.val), "validation accuracy")
+            calibrate(probe, _calibration(task, probe))  # ranges of the weights as they are now
+            return _finite(accuracy(probe, task.search_val, workers=task.loader_workers), "validation accuracy")
 
-    return Screen(trial, epochs=context.config.finetune.screen_epochs,
+    return Screen(trial, epochs=context.config.finetune.plan(len(task.train)).screen_epochs,
                   latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
                   evaluate=evaluate, always_promote=is_warm_start(trial.user_attrs))
 
@@ -344,6 +351,11 @@ def _exit_shares(exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, floa
         _, taken = exit_outcomes(exits.exit_logits(inputs.to(dtype)), exits.thresholds, exits.criterion)
     names = [*exits.exit_points, "final"]
     return {name: float((taken == index).float().mean()) for index, name in enumerate(names)}
+
+
+def _calibration(task: Task, student: torch.nn.Module) -> torch.Tensor | None:
+    """Train inputs for a quantized student's activation ranges; None (nothing read) for a float one."""
+    return task.calibration_inputs() if quantized_layers(student) else None
 
 
 def _deployed_bytes(workdir: Path) -> int | None:

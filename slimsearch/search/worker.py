@@ -32,7 +32,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     from slimsearch.search.samplers import create_sampler
     from slimsearch.search.trial import TrialContext
     from slimsearch.spaces import Space
-    from slimsearch.tasks import create_task
+    from slimsearch.tasks import task_from_config
 
     console = console or Console(stderr=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,7 +42,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     config = _study_config(study, run_dir, storage_url, trial_timeout)
 
     st.prepare_run_dir(run_dir)
-    task = create_task(config.task, seed=config.seed)
+    task = task_from_config(config)
     space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
     st.check_fingerprint(study, st.fingerprint(config, space.signature()), run_dir)
     if not (run_dir / st.RUN_FILE).exists():  # a new machine: `front` and `report` work from here too

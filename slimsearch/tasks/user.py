@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 
 from slimsearch.errors import TaskError
 from slimsearch.tasks.base import Task
@@ -23,6 +25,7 @@ def load_user_task(spec: str) -> Task:
             f"task factory {spec!r} is not of the form 'package.module:function' "
             f"(dotted Python names on both sides of one ':')"
         )
+    _current_folder_importable()
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # ImportError, or anything the module raises while importing
@@ -55,3 +58,11 @@ def load_user_task(spec: str) -> Task:
             f"slimsearch.tasks.Task"
         )
     return task
+
+
+def _current_folder_importable() -> None:
+    """Put the current folder on sys.path, as `python -m` does: `--task mymodule:make` run beside
+    mymodule.py finds it without PYTHONPATH (the console script alone would not look there)."""
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.insert(0, here)

@@ -69,3 +69,29 @@ def example_batch_of_two() -> Task:
 
 def teacher_not_a_module() -> Task:
     return Task(**_tiny_parts(teacher="resnet18"))
+
+
+def mixed_size_images() -> Task:
+    """A user's own torchvision ImageFolder read with ToTensor alone, over images of two sizes:
+    refused when the task is made, naming the odd image, instead of failing to batch mid-trial."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import torchvision
+    from PIL import Image
+
+    root = Path(tempfile.gettempdir()) / "slimsearch-test-mixed-sizes"
+    shutil.rmtree(root, ignore_errors=True)
+    for split in ("train", "val", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for number in range(3):
+                side = 40 if (split, label, number) == ("train", "b", 2) else 32
+                Image.new("RGB", (side, side), (40 * number, 90, 200)).save(root / split / label / f"{number}.png")
+    splits = [torchvision.datasets.ImageFolder(str(root / split), torchvision.transforms.ToTensor())
+              for split in ("train", "val", "test")]
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 2)).eval()
+    return Task(name="mixed-sizes", teacher=teacher, train=splits[0], val=splits[1], test=splits[2],
+                example_input=splits[0][0][0].unsqueeze(0), num_classes=2)

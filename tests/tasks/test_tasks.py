@@ -41,7 +41,7 @@ def digits_task() -> Task:
 
 
 def test_list_tasks_names_builtins_and_patterns():
-    assert list_tasks() == ["digits", "mnist1d", "torchvision:<model>", "package.module:function"]
+    assert list_tasks() == ["digits", "mnist1d", "torchvision:<model>", "timm:<model>", "package.module:function"]
 
 
 def test_digits_shapes_and_teacher_accuracy(digits_task):

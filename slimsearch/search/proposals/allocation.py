@@ -40,40 +40,48 @@ class AllocationProposer(Proposer):
     def propose(self, history: History, rng: np.random.Generator) -> Proposal | None:
         tried = history.tried
         floors = [f for f in FLOORS if f in self._widths()] or [None]
-        for target in TARGETS:
+        targets = [target * self.knowledge.budget_ratio for target in TARGETS]
+        reached = self._speed_path(targets)
+        for target in targets:
+            if target not in reached:
+                continue
             for floor in floors:
-                row = self.allocate(target * self.knowledge.budget_ratio, floor)
-                if row is None:
-                    continue
+                row = self._shrink(reached[target], floor)
                 candidate = self.knowledge.encoding.decode(row[None, :])[0]
                 if candidate.key not in tried:
                     predicted = self.knowledge.predict(row[None, :])
-                    return Proposal(candidate, ALLOCATION, predicted=predicted.record(
-                        0, target_ratio=float(target * self.knowledge.budget_ratio)))
+                    return Proposal(candidate, ALLOCATION, predicted=predicted.record(0, target_ratio=float(target)))
         return None
 
     def allocate(self, target_ratio: float, floor: int | None) -> np.ndarray | None:
-        """The greedy allocation for one latency target and bit-width floor (None if no step helps)."""
+        """The allocation for one latency target and bit-width floor (None if the target is out of reach)."""
+        row = self._speed_path([target_ratio]).get(target_ratio)
+        return None if row is None else self._shrink(row, floor)
+
+    def _speed_path(self, targets: list[float]) -> dict[float, np.ndarray]:
+        """One greedy walk from the teacher, the row where it first meets each target (targets it
+        cannot reach are left out): every target's allocation from a single pass."""
         knowledge = self.knowledge
         row = knowledge.encoding.default.copy()
+        pending = sorted(set(targets), reverse=True)
+        reached: dict[float, np.ndarray] = {}
         for _ in range(MAX_STEPS):
             current = knowledge.predict(row[None, :])
-            if current.latency_ratio[0] <= target_ratio:
+            while pending and current.latency_ratio[0] <= pending[0]:
+                reached[pending.pop(0)] = row.copy()
+            if not pending:
                 break
-            moves = self._moves(row, speed=True, floor=floor)
+            moves = self._moves(row, speed=True, floor=None)
             if len(moves) == 0:
-                return None
+                break
             predicted = knowledge.predict(moves)
             saved = current.latency_ratio[0] - predicted.latency_ratio
             lost = np.maximum(current.accuracy[0] - predicted.accuracy, 0.0) + 1e-5
             useful = saved > 1e-4
             if not useful.any():
-                return None
-            score = np.where(useful, saved / lost, -np.inf)
-            row = moves[int(np.argmax(score))]
-        else:
-            return None
-        return self._shrink(row, floor)
+                break
+            row = moves[int(np.argmax(np.where(useful, saved / lost, -np.inf)))]
+        return reached
 
     def _shrink(self, row: np.ndarray, floor: int | None) -> np.ndarray:
         knowledge = self.knowledge

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from slimsearch.search.fidelity import SCREEN_ATTR
 from slimsearch.search.origins import GENOME_ATTR, origin_of
 from slimsearch.search.storage import FIRST_LATENCY_ATTR
 from slimsearch.spaces.candidate import Candidate
@@ -40,6 +41,7 @@ class Record:
     row: np.ndarray | None  # the encoded candidate (None if it was never sampled)
     key: str | None  # Candidate.key
     accuracy: float | None  # validation accuracy of a fine-tuned trial
+    screened_accuracy: float | None  # ... of one screened out after its short fine-tune (search/fidelity.py)
     latency_ratio: float | None  # the recorded latency over the teacher's in the same window
     first_latency_ratio: float | None  # its first measurement (an exit model's lower bound)
     size_bytes: float | None
@@ -63,6 +65,13 @@ class History:
 
     def fine_tuned(self) -> list[Record]:
         return [r for r in self.records if r.fine_tuned and r.row is not None and r.accuracy is not None]
+
+    def trained(self) -> list[tuple[Record, float]]:
+        """(record, accuracy) of every trial that was fine-tuned at all: to the end, or screened out
+        after its short fine-tune (whose accuracy then understates what the full one would reach,
+        which only makes the accuracy model warier where candidates collapse)."""
+        return [(r, r.accuracy if r.accuracy is not None else r.screened_accuracy) for r in self.records
+                if r.row is not None and (r.accuracy is not None or r.screened_accuracy is not None)]
 
     def count(self, origin: str) -> int:
         return sum(1 for record in self.records if record.origin == origin)
@@ -94,10 +103,12 @@ def read_history(trials, encoding: Encoding) -> History:
         teacher_ms = attrs.get("teacher_latency_ms")
         ratio = values[1] / teacher_ms if complete and values and teacher_ms else None
         shares = attrs.get("exit_shares")
+        screen = attrs.get(SCREEN_ATTR) if isinstance(attrs.get(SCREEN_ATTR), dict) else {}
         records.append(Record(
             number=trial.number, state=trial.state.name, origin=origin_of(attrs), row=row,
             key=candidate.key if candidate is not None else None,
             accuracy=values[0] if complete and values and not stopped else None,
+            screened_accuracy=values[0] if complete and values and screen.get("promoted") is False else None,
             latency_ratio=ratio, first_latency_ratio=attrs.get(FIRST_LATENCY_ATTR),
             size_bytes=values[2] if complete and values else None,
             exit_shares=dict(shares) if isinstance(shares, dict) else None,

@@ -58,16 +58,16 @@ class Knowledge:
     # --- fitting -------------------------------------------------------------------------------
     def refit(self, history: History) -> None:
         self.latency.fit(self.latency_observations(history))
-        tuned = history.fine_tuned()
-        if tuned:
-            self.accuracy.fit(np.array([r.row for r in tuned]), np.array([r.accuracy for r in tuned]))
-        else:
-            self.accuracy.fit(np.zeros((0, self.encoding.width)), np.zeros(0))
+        trained = history.trained()
+        self.accuracy.fit(np.array([r.row for r, _ in trained]).reshape(len(trained), self.encoding.width),
+                          np.array([accuracy for _, accuracy in trained]))
 
-    def latency_observations(self, history: History, *, exclude: set[int] = frozenset()) -> list[LatencyObservation]:
+    def latency_observations(self, history: History) -> list[LatencyObservation]:
+        """Every latency measured so far: the priors' probes, each trial's first measurement, and an
+        early-exit trial's final one with the shares of samples its exits took."""
         observations = list(self._probes)
         for record in history.records:
-            if record.row is None or record.number in exclude:
+            if record.row is None:
                 continue
             if record.first_latency_ratio is not None:
                 observations.append(LatencyObservation(record.row, float(record.first_latency_ratio)))
@@ -123,38 +123,3 @@ class Knowledge:
 
     def feasible(self, predicted: Predicted) -> np.ndarray:
         return predicted.latency_ratio <= self.budget_ratio
-
-
-def heldout_errors(knowledge: Knowledge, history: History, *, folds: int = 5) -> dict[str, float]:
-    """Each predictor's error on trials it was not fitted on (k-fold over the trials, the priors'
-    probes always in the fit): the latency's median absolute percentage error on first
-    measurements, and the rank correlation of predicted and measured fine-tuned accuracy."""
-    from slimsearch.search.predictors import spearman
-
-    measured = [r for r in history.records if r.row is not None and r.first_latency_ratio is not None]
-    errors, predicted_acc, measured_acc = [], [], []
-    tuned = history.fine_tuned()
-    for fold in range(folds):
-        held = {r.number for i, r in enumerate(measured) if i % folds == fold}
-        held_tuned = [r for i, r in enumerate(tuned) if i % folds == fold]
-        if not held and not held_tuned:
-            continue
-        latency = LatencyPredictor(knowledge.layout).fit(knowledge.latency_observations(history, exclude=held))
-        for record in measured:
-            if record.number in held:
-                guess = float(latency.predict(record.row[None, :], lower_bound=True)[0])
-                errors.append(abs(guess / record.first_latency_ratio - 1.0))
-        train = [r for r in tuned if r not in held_tuned]
-        accuracy = AccuracyPredictor(knowledge.accuracy.damage, knowledge.teacher_accuracy)
-        accuracy.fit(np.array([r.row for r in train]).reshape(len(train), -1), np.array([r.accuracy for r in train]))
-        for record in held_tuned:
-            predicted_acc.append(float(accuracy.predict(record.row[None, :])[0]))
-            measured_acc.append(record.accuracy)
-    return {
-        "latency_mape": float(np.median(errors)) if errors else float("nan"),
-        "latency_samples": len(errors),
-        "accuracy_spearman": spearman(predicted_acc, measured_acc),
-        "accuracy_samples": len(measured_acc),
-    }
-
-

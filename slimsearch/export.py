@@ -259,7 +259,7 @@ def verify_export(result, out_dir: str | Path, *, trial: int, task=None) -> dict
 def _figures(result, trial: int) -> dict[str, Any]:
     """The trial's recorded figures, with the full test split's accuracy of a re-evaluated front model
     (search/reevaluate.py) when the search scored trials on a validation subset."""
-    from slimsearch.search.reevaluate import full_evaluations
+    from slimsearch.reports.data import full_evaluations
 
     figures = dict(_find_trial(result, trial).user_attrs)
     full = full_evaluations(result.study).get(trial, {})

@@ -34,7 +34,7 @@ def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     teacher, config = result.teacher, result.config
     accuracy, latency_ms, size_bytes = trial.values
-    from slimsearch.search.reevaluate import full_evaluations
+    from slimsearch.reports.data import full_evaluations
 
     # With a search-time validation subset: the full splits' figures of a re-evaluated front model.
     full = full_evaluations(result.study).get(trial.number, {})

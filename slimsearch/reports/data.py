@@ -9,6 +9,7 @@ import pandas as pd
 
 from slimsearch.search.origins import PREDICTED_ATTR, origin_of
 from slimsearch.search.pareto import pareto_indices
+from slimsearch.search.attrs import FULL_EVALUATION_ATTR
 from slimsearch.search.storage import DIRECTIONS, FIRST_LATENCY_ATTR
 
 TEACHER_ATTR = "teacher"
@@ -27,7 +28,6 @@ def teacher_info(study) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial, in trial order, whatever its state."""
-    from slimsearch.search.reevaluate import full_evaluations
 
     rows = []
     full = full_evaluations(study)
@@ -88,6 +88,12 @@ def front_frame(study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     front.insert(4, "teacher_test_accuracy", teacher.get("test_accuracy"))
     front["teacher_size_bytes"] = teacher.get("size_bytes")
     return front.sort_values(["latency_ms", "trial"]).reset_index(drop=True)
+
+
+def full_evaluations(study) -> dict[int, dict[str, float]]:
+    """Front models' figures on the full validation and test splits (search/reevaluate.py), by trial number."""
+    stored = study.user_attrs.get(FULL_EVALUATION_ATTR) or {}
+    return {int(number): figures for number, figures in stored.items()}
 
 
 def search_front_trials(study) -> list:

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-FULL_EVALUATION_ATTR = "full_evaluation"  # study attr: {trial number: {"val_accuracy", "test_accuracy"}}
-
-
-def full_evaluations(study) -> dict[int, dict[str, float]]:
-    """The full-split figures recorded so far, by trial number."""
-    stored = study.user_attrs.get(FULL_EVALUATION_ATTR) or {}
-    return {int(number): figures for number, figures in stored.items()}
+from slimsearch.reports.data import full_evaluations, search_front_trials
+from slimsearch.search.attrs import FULL_EVALUATION_ATTR
 
 
 def reevaluate_front(study, context, report: Callable[[str], None]) -> int:
@@ -27,8 +22,6 @@ def reevaluate_front(study, context, report: Callable[[str], None]) -> int:
     task = context.task
     if not task.val_is_subset:
         return 0
-    from slimsearch.reports.data import search_front_trials
-
     done = full_evaluations(study)
     pending = [trial for trial in search_front_trials(study) if trial.number not in done]
     if not pending:

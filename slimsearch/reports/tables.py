@@ -40,15 +40,16 @@ def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
     table = Table(title=f"Pareto front: {len(front)} models under the {budget} latency budget")
     for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("origin", no_wrap=True)  # the proposer that chose the model (search/origins.py)
     # The knobs wrap inside their column, so the figures beside them always show in full.
     table.add_column("knobs", overflow="fold", ratio=1)
     if teacher:
         table.add_row("teacher", f"{teacher['val_accuracy']:.2%}", f"{teacher['test_accuracy']:.2%}",
                       f"{teacher['latency_ms']:.3f}", f"{teacher['latency_iqr_ms']:.3f}", "1.00x",
-                      f"{teacher['size_bytes'] / 1024:.1f}", "-", style="dim")
+                      f"{teacher['size_bytes'] / 1024:.1f}", "-", "-", style="dim")
     for row in front.itertuples():
         table.add_row(str(row.trial), f"{row.accuracy:.2%}",
                       f"{row.test_accuracy:.2%}" if pd.notna(row.test_accuracy) else "-",
                       f"{row.latency_ms:.3f}", f"{row.latency_iqr_ms:.3f}", f"{row.speedup:.2f}x",
-                      f"{row.size_bytes / 1024:.1f}", knob_summary(row.candidate))
+                      f"{row.size_bytes / 1024:.1f}", str(getattr(row, "origin", "") or ""), knob_summary(row.candidate))
     return table

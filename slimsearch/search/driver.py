@@ -13,26 +13,23 @@ import functools
 import multiprocessing
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from slimsearch.config import SearchConfig
-from slimsearch.errors import InfeasibleBudgetError, SlimsearchError
-from slimsearch.evaluators.size import packed_size_bytes, parameter_count
+from slimsearch.errors import SlimsearchError
 from slimsearch.search import recovery
 from slimsearch.search import storage as st
+from slimsearch.search.capability import searched_space
 from slimsearch.search.environment import environment_info
 from slimsearch.search.faults import guard_objective
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.sensitivity import layer_sensitivity
 from slimsearch.search.trial import TrialContext, run_trial
-from slimsearch.spaces import Space
 from slimsearch.spaces.optuna_adapter import candidate_params
 from slimsearch.spaces.warm_start import starting_candidates, uses_sensitivity
-from slimsearch.techniques import build_student
 
 MAX_CONSECUTIVE_FAILURES = 5
 WORKER_ATTR = "worker"  # host:pid of the process that ran a trial
@@ -52,7 +49,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     st.prepare_run_dir(run_dir)
     with st.run_lock(run_dir):
         task = task or create_task(config.task, seed=config.seed)
-        space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+        space = searched_space(task, config, run_dir, report=_reporter(console))
         storage_url = config.storage or st.default_storage_url(run_dir)
         expected = st.fingerprint(config, space.signature())
         existing = _load_existing(st.open_storage(storage_url), config.run_name)
@@ -158,7 +155,9 @@ def _backend(config: SearchConfig, console: Console):
         from slimsearch.search import ray_backend
 
         return ray_backend.preflight, ray_backend.optimize
-    return _preflight, functools.partial(work, console=console)
+    from slimsearch.search.preflight import preflight
+
+    return preflight, functools.partial(work, console=console)
 
 
 def _load_existing(storage, name: str):
@@ -167,43 +166,6 @@ def _load_existing(storage, name: str):
     if name not in optuna.study.get_all_study_names(storage=storage):
         return None
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def _preflight(context: TrialContext, console: Console) -> dict:
-    """Measure the teacher and the most compressed candidate: refuse a budget nothing can meet."""
-    config, task, space = context.config, context.task, context.space
-    try:
-        smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
-        with tempfile.TemporaryDirectory(prefix="slimsearch-preflight-") as tmp:
-            measured, _ = context.measure(smallest, Path(tmp), lower_bound=True)
-        teacher_ms, teacher_iqr_ms, smallest_ms = measured.teacher.value_ms, measured.teacher.iqr_ms, measured.student.value_ms
-    except Exception as error:  # a user model may not survive the extreme; its trials will say so
-        console.print(f"warning: the most compressed candidate could not be built or timed "
-                      f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,
-                      markup=False, soft_wrap=True)
-        teacher = context.measure_teacher()
-        teacher_ms, teacher_iqr_ms, smallest_ms = teacher.median_ms, teacher.iqr_ms, None
-    budget = config.latency_budget
-    if smallest_ms is not None and budget.violation(smallest_ms, teacher_ms) > 0:
-        target = config.target
-        raise InfeasibleBudgetError(
-            f"latency budget {budget} cannot be met: the most compressed candidate in this space measures "
-            f"{smallest_ms:.3f} ms against the teacher's {teacher_ms:.3f} ms ({target.runtime} on {target.device}, "
-            f"batch {target.batch_size}, {target.threads} thread(s)); allowed: a budget above {smallest_ms:.3f}ms "
-            f"or {smallest_ms / teacher_ms:.2f}x"
-        )
-    from slimsearch.evaluators.accuracy import accuracy
-
-    return {
-        "latency_ms": teacher_ms,
-        "latency_iqr_ms": teacher_iqr_ms,
-        "smallest_candidate_latency_ms": smallest_ms,
-        "val_accuracy": accuracy(task.teacher, task.val),
-        "test_accuracy": accuracy(task.teacher, task.test),
-        "size_bytes": packed_size_bytes(task.teacher),
-        "params_count": parameter_count(task.teacher),
-        "name": task.name,
-    }
 
 
 def _count(study, state: str) -> int:
@@ -327,7 +289,7 @@ def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None)
     _split_threads(config.jobs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = create_task(config.task, seed=config.seed)
-    space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+    space = searched_space(task, config, Path(run_dir))  # the driver's space.json
     context = TrialContext.create(config, task, space, Path(run_dir))
     console = Console(stderr=True, quiet=True)  # the driver reports for the whole search
     try:

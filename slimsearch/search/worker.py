@@ -31,7 +31,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     from slimsearch.search.progress import SearchProgress
     from slimsearch.search.samplers import create_sampler
     from slimsearch.search.trial import TrialContext
-    from slimsearch.spaces import Space
+    from slimsearch.search.capability import searched_space
     from slimsearch.tasks import create_task
 
     console = console or Console(stderr=True)
@@ -43,7 +43,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
 
     st.prepare_run_dir(run_dir)
     task = create_task(config.task, seed=config.seed)
-    space = Space.discover(task.teacher, task.example_input, config.space)
+    space = searched_space(task, config, run_dir)
     st.check_fingerprint(study, st.fingerprint(config, space.signature()), run_dir)
     if not (run_dir / st.RUN_FILE).exists():  # a new machine: `front` and `report` work from here too
         st.write_run_file(run_dir, storage_url=storage_url, study_name=study_name, config=config)

@@ -55,6 +55,12 @@ class Space:
             untouched += skipped
         return cls(tuple(knobs), tuple(untouched), settings.granularity)
 
+    def without(self, excluded: list[Untouched] | tuple[Untouched, ...]) -> Space:
+        """This space with the named knobs left out, each recorded as untouched with its reason."""
+        dropped = {(u.family, u.target) for u in excluded}
+        knobs = tuple(k for k in self.knobs if (k.family, k.target) not in dropped)
+        return Space(knobs, (*self.untouched, *excluded), self.granularity)
+
     def parameters(self) -> list[Parameter]:
         tied: dict[str, list[Knob]] = {}
         for knob in self.knobs:

@@ -144,13 +144,13 @@ def space(
     compressing value; a layer that fails is left out with the error as its reason."""
     config = _build_config(config_file, {"task": task, "space": {"granularity": granularity},
                                          "target": {"batch_size": batch_size}})
-    from slimsearch.search.capability import probe, probe_inputs, space_record
+    from slimsearch.search.capability import cached_probe, probe_inputs, space_record
     from slimsearch.spaces import Space
     from slimsearch.tasks import create_task
 
     loaded = create_task(config.task, seed=config.seed)
     discovered = Space.discover(loaded.teacher, loaded.example_input, config.space, batch_size=config.target.batch_size)
-    outcome = probe(discovered, loaded.teacher, loaded.example_input, probe_inputs(loaded), config.space)
+    outcome = cached_probe(discovered, loaded.teacher, loaded.example_input, probe_inputs(loaded), config.space)
     record = space_record(discovered.without(outcome.excluded), discovered=discovered, outcome=outcome,
                           task=config.task)
     if as_json:
@@ -160,8 +160,9 @@ def space(
 
     console = _console()
     console.print(space_table(record))
-    console.print(f"probe: {outcome.checks} candidates built, trained a step, run and exported in "
-                  f"{outcome.seconds:.1f} s; {len(outcome.excluded)} knobs left out", highlight=False, markup=False)
+    done = (f"{outcome.checks} candidates built, trained a step, run and exported in {outcome.seconds:.1f} s"
+            if outcome.checks else "as probed before (the cache remembers it)")
+    console.print(f"probe: {done}; {len(outcome.excluded)} knobs left out", highlight=False, markup=False)
 
 
 def _print_summary(result, export=None) -> None:

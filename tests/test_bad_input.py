@@ -230,8 +230,8 @@ CASES = [
     Case("TOML `[finetune] lr`", "zero", "finetune.lr must be a finite number > 0, but got lr=0",
          toml={"finetune": {"lr": 0}}, id="finetune-lr"),
     Case("TOML `latency_budget`", "a budget no candidate can meet",
-         "latency budget 0.01x cannot be met: the most compressed candidate in this space measures …; allowed: a "
-         "budget above …", toml={**FAST_TOML, "latency_budget": "0.01x"}, id="budget-infeasible"),
+         "latency budget 0.01x cannot be met: the fastest of the … candidates timed in this space (…) measures …; "
+         "allowed: a budget above …", toml={**FAST_TOML, "latency_budget": "0.01x"}, id="budget-infeasible"),
     # --- user task factories (`--task package.module:function`) -------------------------------------------
     Case("task factory name", "not `package.module:function`",
          "task factory 'my tasks:make' is not of the form 'package.module:function'",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,9 @@ def _serve() -> None:
     from slimsearch.evaluators import latency
 
     torch.set_num_threads(1)  # this process only feeds ONNX Runtime; it must not compete for cores
+    # Ctrl-C in a terminal reaches the whole process group; the search decides what stops, and it
+    # ends this worker by closing its input (or kills it mid-measurement), never with a traceback here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup = json.loads(sys.stdin.readline())
     settings = LatencySettings(**setup["settings"])
     example = torch.load(setup["example"], weights_only=True)

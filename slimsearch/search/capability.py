@@ -18,6 +18,7 @@ again; `slimsearch space --task ...` prints the same record without running a se
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -80,6 +81,59 @@ def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, i
             accepted[family] = {k.target: k.extreme for k in knobs if knob_key(k) not in excluded}
     ordered = [excluded[knob_key(k)] for k in space.knobs if knob_key(k) in excluded]
     return ProbeOutcome(tuple(ordered), checker.checks, round(time.perf_counter() - started, 2))
+
+
+def cached_probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, inputs: torch.Tensor,
+                 settings) -> ProbeOutcome:
+    """`probe`, remembered in the cache folder by what decides its outcome: the architecture (module
+    classes and their source, the discovered knobs), the input shape, the space settings and the
+    versions of everything that builds and exports. A model whose code cannot be read is probed
+    every time."""
+    from slimsearch.config import default_cache_dir
+
+    key = _probe_key(space, teacher, example_input, settings)
+    path = default_cache_dir() / "probes" / f"{key}.json" if key else None
+    if path is not None and path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            return ProbeOutcome(tuple(Untouched(**row) for row in stored["excluded"]), 0, 0.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    outcome = probe(space, teacher, example_input, inputs, settings)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        excluded = [{"family": u.family, "target": u.target, "reason": u.reason} for u in outcome.excluded]
+        write_space_file(path, {"excluded": excluded, "checks": outcome.checks, "seconds": outcome.seconds})
+    return outcome
+
+
+def _probe_key(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, settings) -> str | None:
+    import hashlib
+    import inspect
+
+    sources = {}
+    for module in teacher.modules():
+        cls = type(module)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if name not in sources:
+            try:
+                sources[name] = hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+            except (OSError, TypeError):
+                return None
+    described = [PROBE_VERSION, space.signature(), repr(teacher), sorted(sources.items()), list(example_input.shape),
+                 str(example_input.dtype), repr(settings), versions(), _package_digest()]
+    return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()[:24]
+
+
+@functools.lru_cache(maxsize=1)
+def _package_digest() -> str:
+    """slimsearch's own source: a changed transform or exporter may change what passes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def knob_key(knob: Knob) -> tuple[str, str]:
@@ -281,7 +335,7 @@ def searched_space(task, config, run_dir: Path | None = None, *, report: Callabl
     stored = read_space_file(path) if path is not None else None
     if stored is not None and _still_valid(stored, space):
         return space.without([Untouched(**row) for row in stored["probe"]["excluded"]])
-    outcome = probe(space, task.teacher, task.example_input, probe_inputs(task), config.space)
+    outcome = cached_probe(space, task.teacher, task.example_input, probe_inputs(task), config.space)
     probed = space.without(outcome.excluded)
     if path is not None:
         write_space_file(path, space_record(probed, discovered=space, outcome=outcome, task=task.name))

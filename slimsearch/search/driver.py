@@ -42,6 +42,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     from slimsearch.tasks import create_task
 
     console = console or Console(stderr=True)
+    _split_threads(config.jobs)  # before the teacher, the probe and the sensitivity pass train or run
     # The time budget counts from here: loading the task and checking the budget are part of it.
     deadline = time.time() + config.time_budget if config.time_budget is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -265,7 +266,6 @@ def _start_workers(config: SearchConfig, run_dir: Path, deadline: float | None) 
     """For `jobs` > 1: extra processes on the same study, cores split between them."""
     if config.jobs <= 1:
         return []
-    _split_threads(config.jobs)
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_worker_main, args=(config.to_dict(), str(run_dir), deadline), daemon=True)
                for _ in range(config.jobs - 1)]
@@ -275,12 +275,19 @@ def _start_workers(config: SearchConfig, run_dir: Path, deadline: float | None) 
 
 
 def _split_threads(jobs: int) -> None:
-    import torch
+    from slimsearch.search.threads import size_threads
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    size_threads(jobs)
 
 
 def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None) -> None:
+    try:
+        _work_in_worker(config_data, run_dir, deadline)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group; the driver says the one line
+        pass
+
+
+def _work_in_worker(config_data: dict, run_dir: str, deadline: float | None) -> None:
     import optuna
 
     from slimsearch.tasks import create_task

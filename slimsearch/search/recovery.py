@@ -69,14 +69,20 @@ def stale_trial_callback(report: Report) -> Callable:
 
 
 def _requeue(study, trial, report: Report) -> None:
-    reason = trial.user_attrs.get(FAIL_REASON_ATTR, "interrupted")
-    retries = trial.user_attrs.get(RETRIES_ATTR, 0) + 1
-    if not trial.params:  # lost before its candidate was sampled: nothing to re-evaluate
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed.")
+    requeue(study, trial.number, trial.params, trial.user_attrs, report)
+
+
+def requeue(study, number: int, params: dict, user_attrs: dict, report: Report | None) -> None:
+    """Queue trial `number`'s candidate again (its params), unless it has none or was lost too often;
+    `report` (None: silently) says what happened."""
+    reason = user_attrs.get(FAIL_REASON_ATTR, "interrupted")
+    retries = user_attrs.get(RETRIES_ATTR, 0) + 1
+    report = report or (lambda message: None)
+    if not params:  # lost before its candidate was sampled: nothing to re-evaluate
+        report(f"Trial {number} was {reason}; it is recorded as failed.")
     elif retries > MAX_RETRIES:
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed. Its candidate was lost "
+        report(f"Trial {number} was {reason}; it is recorded as failed. Its candidate was lost "
                f"{retries} times, so it is not queued again.")
     else:
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries},
-                            skip_if_exists=False)
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed and its candidate is queued again.")
+        study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number, RETRIES_ATTR: retries}, skip_if_exists=False)
+        report(f"Trial {number} was {reason}; it is recorded as failed and its candidate is queued again.")

@@ -22,6 +22,7 @@ from slimsearch.config import SearchConfig, default_cache_dir
 from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.deployed_accuracy import deployed_accuracy
 from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
 from slimsearch.evaluators.latency_cache import LatencyCache, architecture_key
 from slimsearch.evaluators.latency_worker import IsolatedMeasurer
@@ -254,6 +255,11 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
         with stage("evaluate"):
             val_accuracy = _finite(accuracy(student, task.val), "validation accuracy")
             trial.set_user_attr("test_accuracy", accuracy(student, task.test))
+            deployed = deployed_accuracy(student, task, latency_settings(config), workdir)
+            if deployed is not None:  # quantized: the shipped int8 form's figures lead, fake-quant's kept beside
+                trial.set_user_attr("fake_quant_accuracy", {"val": val_accuracy, "test": trial.user_attrs["test_accuracy"]})
+                val_accuracy = _finite(deployed["val"], "deployed validation accuracy")
+                trial.set_user_attr("test_accuracy", deployed["test"])
         with stage("latency"):
             # The final model is exported again (BatchNorm statistics and weights updated); when
             # it deploys to the graph already timed, the latency cache answers without timing.

@@ -30,6 +30,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     from slimsearch.search.driver import has_work, open_worker_storage, work
     from slimsearch.search.progress import SearchProgress
     from slimsearch.search.samplers import create_sampler
+    from slimsearch.search.threads import size_threads
     from slimsearch.search.trial import TrialContext
     from slimsearch.search.capability import searched_space
     from slimsearch.tasks import create_task
@@ -42,6 +43,7 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     config = _study_config(study, run_dir, storage_url, trial_timeout)
 
     st.prepare_run_dir(run_dir)
+    size_threads()
     task = create_task(config.task, seed=config.seed)
     space = searched_space(task, config, run_dir)
     st.check_fingerprint(study, st.fingerprint(config, space.signature()), run_dir)

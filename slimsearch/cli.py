@@ -161,7 +161,7 @@ def space(
     console = _console()
     console.print(space_table(record))
     done = (f"{outcome.checks} candidates built, trained a step, run and exported in {outcome.seconds:.1f} s"
-            if outcome.checks else "as probed before (the cache remembers it)")
+            + (" (when first probed; remembered since)" if outcome.cached else ""))
     console.print(f"probe: {done}; {len(outcome.excluded)} knobs left out", highlight=False, markup=False)
 
 

@@ -374,7 +374,7 @@ def _verify_early_exit(result, out_dir: Path, trial: int, task, student, figures
     import torch
 
     from slimsearch.evaluators.accuracy import accuracy_from_logits
-    from slimsearch.evaluators.deploy import exporter_of
+    from slimsearch.evaluators.deploy import exporters_in
     from slimsearch.search.trial import latency_settings
     from slimsearch.techniques.exits import exit_outcomes
     from slimsearch.techniques.quantization import quantized_layers
@@ -410,7 +410,7 @@ def _verify_early_exit(result, out_dir: Path, trial: int, task, student, figures
     if not quantized and moved > allowed_changes(samples, TOLERANCES["changed_predictions"]["rounded"]):
         raise ExportError(f"the early-exit model in {folder} sends {moved} of {samples} test samples "
                           f"({moved / samples:.1%}) out at a different exit than the fine-tuned model")
-    checks["onnx_exporter"] = sorted({exporter_of(path) or "unknown" for path in folder.glob("segment*.onnx")})
+    checks["onnx_exporter"] = exporters_in(folder)
     _check_accuracy(checks, trial, samples, "rounded")
     settings = latency_settings(result.config)
     _check_latency(checks, trial, figures, lambda: _measure_exported_exits(result, task, settings, folder, student))

@@ -68,9 +68,9 @@ def _fake_quant(card: dict[str, Any]) -> str:
 
 
 def _exporter(verification: dict[str, Any]) -> str:
+    """Which of torch's ONNX exporters wrote the file(s): TorchScript, or dynamo where it could not."""
     exporter = verification.get("onnx_exporter")
-    names = exporter if isinstance(exporter, list) else [exporter] if exporter else []
-    return f", written by torch's {' and '.join(names)} ONNX exporter" if names else ""
+    return f", written by torch's {' and '.join(exporter.split('+'))} ONNX exporter" if exporter else ""
 
 
 def _deployable_files(verification: dict[str, Any]) -> str:

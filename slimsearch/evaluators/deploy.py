@@ -68,8 +68,8 @@ def _export(model: nn.Module, example_input: torch.Tensor, path: Path, output_na
     try:
         # The legacy TorchScript exporter takes ~0.05 s against ~2-3 s for the dynamo one,
         # and every trial exports; its DeprecationWarning would otherwise repeat per trial.
-        # On failure it also prints the whole TorchScript graph to stdout; the error says enough.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # On failure it also prints the whole TorchScript graph to stdout, from C++; the error says enough.
+        with warnings.catch_warnings(), _stdout_silenced():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
@@ -105,6 +105,14 @@ def exporter_of(path: str | Path) -> str | None:
     return next((prop.value for prop in model.metadata_props if prop.key == EXPORTER_KEY), None)
 
 
+def exporters_in(folder: str | Path) -> str | None:
+    """The exporter(s) that wrote the ONNX files in `folder` (a model, or an early-exit model's
+    segments in `folder/exits`): 'torchscript', 'dynamo', or both joined by '+'."""
+    folder = Path(folder)
+    found = sorted({exporter_of(path) or "unknown" for path in [*folder.glob("*.onnx"), *folder.glob("exits/*.onnx")]})
+    return "+".join(found) or None
+
+
 def _mark_exporter(path: Path, exporter: str) -> None:
     import onnx
 
@@ -117,6 +125,26 @@ def _mark_exporter(path: Path, exporter: str) -> None:
 def _first_line(error: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
     return f"{type(error).__name__}: {(text.splitlines() or [''])[0][:200]}"
+
+
+@contextlib.contextmanager
+def _stdout_silenced():
+    """File descriptor 1 pointed at /dev/null: torch's exporter writes there from C++, past sys.stdout."""
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a notebook, a closed stream)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager

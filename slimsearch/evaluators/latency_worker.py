@@ -36,6 +36,7 @@ class IsolatedMeasurer:
         input (early exits); needed only for `measure_exits`."""
         if settings.runtime != "onnxruntime":
             raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
+        self.teacher_onnx = Path(teacher_onnx)
         example_path = Path(teacher_onnx).with_name("example_input.pt")
         torch.save(example_input.detach().cpu(), example_path)
         self._setup = {"teacher": str(teacher_onnx), "example": str(example_path),

@@ -46,6 +46,7 @@ class ProbeOutcome:
     excluded: tuple[Untouched, ...]
     checks: int
     seconds: float
+    cached: bool = False  # read from the cache folder: `checks` and `seconds` are the probe's that stored it
 
 
 def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, inputs: torch.Tensor,
@@ -75,7 +76,7 @@ def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, i
             knobs = [k for k in by_family[family] if (k.family, k.target) not in excluded]
             others = ", ".join(accepted) or "the others"
             failing = checker.failing(knobs, accepted, lambda k: k.extreme,
-                                      f"{_value_label(family)} with {others} at their extremes")
+                                      f"{_value_label(family)}, combined with {others} at their extremes")
             for knob, reason in failing.items():
                 excluded[(knob.family, knob.target)] = Untouched(family, knob.target, reason)
             accepted[family] = {k.target: k.extreme for k in knobs if knob_key(k) not in excluded}
@@ -96,7 +97,8 @@ def cached_probe(space: Space, teacher: torch.nn.Module, example_input: torch.Te
     if path is not None and path.is_file():
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
-            return ProbeOutcome(tuple(Untouched(**row) for row in stored["excluded"]), 0, 0.0)
+            return ProbeOutcome(tuple(Untouched(**row) for row in stored["excluded"]), int(stored["checks"]),
+                                float(stored["seconds"]), cached=True)
         except (OSError, ValueError, KeyError, TypeError):
             pass
     outcome = probe(space, teacher, example_input, inputs, settings)
@@ -341,7 +343,8 @@ def searched_space(task, config, run_dir: Path | None = None, *, report: Callabl
         write_space_file(path, space_record(probed, discovered=space, outcome=outcome, task=task.name))
     if report is not None:
         left_out = f"; {len(outcome.excluded)} knobs left out ({SPACE_FILE} says why)" if outcome.excluded else ""
-        report(f"Capability probe: {outcome.checks} builds, exports and runs in {outcome.seconds:.1f} s{left_out}.")
+        done = "as probed before (cached)" if outcome.cached else f"{outcome.checks} checks in {outcome.seconds:.1f} s"
+        report(f"Capability probe (each knob built, trained a step, run and exported): {done}{left_out}.")
     return probed
 
 
@@ -367,7 +370,7 @@ def space_record(space: Space, *, discovered: Space, outcome: ProbeOutcome | Non
               "parameters": len(space.parameters()), "families": families}
     if outcome is not None:
         record["probe"] = {"version": PROBE_VERSION, "versions": versions(), "checks": outcome.checks,
-                           "seconds": outcome.seconds,
+                           "seconds": outcome.seconds, "cached": outcome.cached,
                            "excluded": [{"family": u.family, "target": u.target, "reason": u.reason}
                                         for u in outcome.excluded]}
     return record

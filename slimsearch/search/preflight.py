@@ -61,7 +61,13 @@ def preflight(context, console: Console) -> dict:
             )
     from slimsearch.evaluators.accuracy import accuracy
 
+    exporter = _teacher_exporter(context)
+    if exporter == "dynamo":
+        console.print("The teacher exports to ONNX through torch's dynamo exporter (the TorchScript exporter cannot "
+                      "export one of its operators); candidates fall back the same way.", highlight=False,
+                      markup=False, soft_wrap=True)
     return {
+        "onnx_exporter": exporter,
         "latency_ms": teacher_ms,
         "latency_iqr_ms": teacher_iqr_ms,
         "fastest_candidate_latency_ms": fastest_ms,
@@ -98,6 +104,15 @@ def fast_candidates(space: Space) -> list[tuple[str, Candidate]]:
             seen.add(candidate)
             unique.append((label, candidate))
     return unique
+
+
+def _teacher_exporter(context) -> str | None:
+    """Which ONNX exporter wrote the teacher this process times against (None off ONNX Runtime)."""
+    from slimsearch.evaluators.deploy import exporter_of
+
+    measurer = getattr(context, "measurer", None)
+    teacher_onnx = getattr(measurer, "teacher_onnx", None)
+    return exporter_of(teacher_onnx) if teacher_onnx is not None else None
 
 
 def _measure(context, candidate: Candidate):

@@ -21,7 +21,7 @@ import torch
 from slimsearch.config import SearchConfig, default_cache_dir
 from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.deploy import export_onnx, exporters_in
 from slimsearch.evaluators.deployed_accuracy import deployed_accuracy
 from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
 from slimsearch.evaluators.latency_cache import LatencyCache, architecture_key
@@ -266,6 +266,7 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             final, exit_shares = context.measure(student, workdir)
         violation = config.latency_budget.violation(final.student.value_ms, final.teacher.value_ms)
         trial.set_user_attr("onnx_bytes", _deployed_bytes(workdir))
+        trial.set_user_attr("onnx_exporter", exporters_in(workdir))  # "torchscript", or "dynamo" where it fell back
         if exit_shares is not None:
             trial.set_user_attr("exit_shares", exit_shares)
         _save_weights(trial, student, workdir, context.run_dir)

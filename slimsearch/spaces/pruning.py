@@ -14,6 +14,7 @@ no pruning knob, with the reason, instead of failing the search.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,11 @@ def dependency_groups(model: nn.Module, example_input: torch.Tensor, ignored: li
     """(Torch-Pruning's DependencyGraph, a PruneGroup per prunable group)."""
     import torch_pruning as tp
 
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    with warnings.catch_warnings():
+        # Parameters outside a layer (ConvNeXt's layer scale) are pruned along their last non-singleton
+        # axis, their channels; Torch-Pruning says so on every build. The capability probe checks it.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHTED_LAYERS):
         root = group[0].dep.target.module

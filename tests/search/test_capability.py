@@ -1,0 +1,40 @@
+"""The capability probe: a knob that does not build, train, run or export is left out with its reason."""
+
+import json
+
+from slimsearch.config import SearchConfig
+from slimsearch.search.capability import SPACE_FILE, searched_space
+from tests.conftest import slimsearch_cli
+from tests.tasks import factories
+
+TIED = "tests.tasks.factories:tied_weights"
+
+
+def test_a_knob_that_fails_is_left_out_with_its_reason_and_the_rest_kept(tmp_path):
+    config = SearchConfig.from_mapping({"task": TIED})
+    task = factories.tied_weights()
+    space = searched_space(task, config, tmp_path)
+    reasons = {(u.family, u.target): u.reason for u in space.untouched}
+    # Pruning the stem would have to reach the conv the model applies through its weight.
+    assert "fails to train" in reasons[("prune", "stem")] and "expected input" in reasons[("prune", "stem")]
+    assert ("prune", "stem") not in {(k.family, k.target) for k in space.knobs}
+    assert {k.target for k in space.knobs if k.family == "prune"} == {"down"}
+    assert {k.target for k in space.knobs if k.family == "separable"} == {"stem", "down"}
+    # The run folder keeps the outcome; a second session (or a worker) reads it instead of probing.
+    record = json.loads((tmp_path / SPACE_FILE).read_text())
+    assert record["probe"]["checks"] > 0 and ["stem"] == [row["target"] for row in record["probe"]["excluded"]
+                                                          if row["family"] == "prune"]
+    written = (tmp_path / SPACE_FILE).stat().st_mtime_ns
+    assert searched_space(task, config, tmp_path) == space
+    assert (tmp_path / SPACE_FILE).stat().st_mtime_ns == written
+
+
+def test_space_command_prints_knobs_per_family_and_every_layer_left_out():
+    shown = slimsearch_cli("space", "--task", TIED, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "left out: pruned at its highest ratio, it fails to train" in " ".join(shown.stdout.split())
+    as_json = slimsearch_cli("space", "--task", TIED, "--json", timeout=300)
+    record = json.loads(as_json.stdout)
+    assert [k["target"] for k in record["families"]["separable"]["knobs"]] == ["stem", "down"]
+    left_out = {row["target"]: row["reason"] for row in record["families"]["prune"]["left_out"]}
+    assert left_out["head"] == "its outputs are the model's outputs" and "fails to train" in left_out["stem"]

@@ -40,11 +40,11 @@ def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
         "teacher": {key: teacher.get(key) for key in ("name", "val_accuracy", "test_accuracy", "latency_ms",
                                                       "size_bytes", "params_count")},
         "knobs": attrs["candidate"],
-        # For a quantized model, validation and test are the deployed int8 form's (what ships);
-        # the fake-quant torch model's figures are kept beside them.
+        # For a quantized or early-exit model, validation and test are the deployed form's (what
+        # ships); the torch model's figures (fake-quant arithmetic, exits in one batch) beside them.
         "accuracy": {"validation": accuracy, "test": attrs.get("test_accuracy"),
                      "test_exported_onnx": verification.get("onnx_test_accuracy"),
-                     "fake_quant": attrs.get("fake_quant_accuracy")},
+                     "torch_model": attrs.get("torch_accuracy")},
         "onnx_exporter": verification.get("onnx_exporter"),
         "size": {"packed_bytes": int(size_bytes), "onnx_bytes": attrs.get("onnx_bytes"),
                  "params_count": attrs.get("params_count")},
@@ -62,9 +62,9 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def _fake_quant(card: dict[str, Any]) -> str:
-    figures = card["accuracy"].get("fake_quant")
-    return f"; fake-quant torch model: {_percent(figures.get('test'))}" if figures else ""
+def _torch_model(card: dict[str, Any]) -> str:
+    figures = card["accuracy"].get("torch_model")
+    return f"; the torch model as fine-tuned: {_percent(figures.get('test'))}" if figures else ""
 
 
 def _exporter(verification: dict[str, Any]) -> str:
@@ -103,7 +103,7 @@ Compressed by slimsearch from the {md_code(teacher.get('name'))} teacher; fine-t
 
 | | this model | teacher |
 |---|---|---|
-| test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}{_fake_quant(card)}) | {_percent(teacher.get('test_accuracy'))} |
+| test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}{_torch_model(card)}) | {_percent(teacher.get('test_accuracy'))} |
 | validation accuracy | {_percent(card['accuracy']['validation'])} | {_percent(teacher.get('val_accuracy'))} |
 | latency ({verification.get('latency_statistic', 'median')}) | {latency['search_median_ms']:.3f} ms in the search, {latency['export_median_ms']:.3f} ms at export | {teacher.get('latency_ms', 0):.3f} ms |
 | speed-up | {latency['search_speedup']:.2f}x (export: {latency['export_speedup']:.2f}x) | 1.00x |

@@ -125,15 +125,15 @@ def test_quantized_trials_are_scored_through_the_deployed_int8_form(run, tmp_pat
                                           .get("quant", {}).values())]
     assert quantized, "the run has no fine-tuned quantized trial"
     for trial in quantized:  # the fake-quant torch model's figures are kept beside the deployed ones
-        assert set(trial.user_attrs["fake_quant_accuracy"]) == {"val", "test"}
+        assert set(trial.user_attrs["torch_accuracy"]) == {"val", "test"}
     chosen = quantized[0]
     exported = run.export(trial=chosen.number, out=tmp_path / "int8")
     # The front's test accuracy is the shipped file's own: export re-measures exactly that figure.
     assert exported.verification["onnx_test_accuracy"] == chosen.user_attrs["test_accuracy"]
     row = run.trials.set_index("trial").loc[chosen.number]
-    assert row["fake_quant_test_accuracy"] == chosen.user_attrs["fake_quant_accuracy"]["test"]
+    assert row["torch_test_accuracy"] == chosen.user_attrs["torch_accuracy"]["test"]
     card = (tmp_path / "int8" / "MODEL_CARD.md").read_text()
-    assert "fake-quant torch model" in card and "torchscript ONNX exporter" in card
+    assert "the torch model as fine-tuned" in card and "torchscript ONNX exporter" in card
 
 
 def test_trial_that_was_never_fine_tuned_is_refused(run, tmp_path):
@@ -173,6 +173,9 @@ def test_early_exit_model_exports_as_segments_with_a_runner_that_ships(tmp_path)
     assert not {"model.onnx", "model.pt2"} & names
     check = exported.verification
     assert check["argmax_agreement"] >= 0.95 and check["latency_statistic"] == "mean"
+    # The trial scored the model as it ships (the runner, sample by sample): export finds the same figure.
+    assert check["onnx_test_accuracy"] == run.study.trials[0].user_attrs["test_accuracy"]
+    assert "torch_accuracy" in run.study.trials[0].user_attrs
     assert abs(sum(check["exit_shares_test"].values()) - 1) < 1e-9
     # The runner runs on its own, as a user would run it: numpy and onnxruntime only.
     inputs = create_task("digits").test.tensors[0][:5].numpy()

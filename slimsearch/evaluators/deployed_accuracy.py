@@ -1,12 +1,16 @@
-"""A quantized student's accuracy as it ships: through the runtime's own int8 kernels.
+"""A student's accuracy as it ships: through the runtime's own kernels, sample by sample where
+it exits early.
 
 Fine-tuning computes with fake-quant arithmetic (float numbers rounded to the int8 grid); ONNX
 Runtime's int8 kernels round and accumulate differently, and its activation ranges come from
-its own calibration. The two disagree on a few samples in a hundred, so the figures a user
-picks a model by (the front, the model card) are taken from the deployed form itself: the same
-QDQ int8 ONNX file (or exit segments run by the shipped runner) a trial is timed as and export
-writes. On eager torch the deployed form is the folded model (quantized weights, float
-activations). Float students deploy to numbers within 1e-3 of torch's, so they are not re-run.
+its own calibration. An early-exit model is evaluated in training as one batch with every exit
+computed; the shipped runner takes one sample at a time, and a sample near a threshold may leave
+at another exit after the export's rounding. Either way the two disagree on a few samples in a
+hundred, so the figures a user picks a model by (the front, the model card) are taken from the
+deployed form itself: the same QDQ int8 ONNX file, or exit segments run by the shipped runner,
+that a trial is timed as and export writes. On eager torch the deployed form is the folded model
+(quantized weights, float activations). Other float students deploy to numbers within 1e-3 of
+torch's, so they are not run again.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from slimsearch.evaluators.accuracy import accuracy_from_logits
 
 
 def deployed_accuracy(student: torch.nn.Module, task, settings, workdir: Path) -> dict[str, float] | None:
-    """{"val": ..., "test": ...} of a quantized student's deployed form; None for a float student."""
+    """{"val": ..., "test": ...} of a quantized or early-exit student's deployed form; None for others."""
     from slimsearch.evaluators.exit_deploy import is_early_exit
     from slimsearch.techniques.quantization import quantized_layers
 
-    if not quantized_layers(student):
+    if not quantized_layers(student) and not is_early_exit(student):
         return None
     if settings.runtime != "onnxruntime":  # eager torch, exits or not
         from slimsearch.evaluators.train import predict_logits

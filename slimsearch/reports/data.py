@@ -16,7 +16,7 @@ TRIAL_COLUMNS = [
     "trial", "state", "accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
     "speedup", "size_bytes", "onnx_bytes", "params_count", "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s", "candidate",
-    "exit_shares", "fake_quant_accuracy", "fake_quant_test_accuracy",
+    "exit_shares", "torch_accuracy", "torch_test_accuracy",
 ]
 
 
@@ -51,10 +51,11 @@ def trials_frame(study) -> pd.DataFrame:
             "candidate": json.dumps(attrs["candidate"], sort_keys=True) if "candidate" in attrs else None,
             # Early-exit models: the share of measured samples leaving at each exit ("final" last).
             "exit_shares": json.dumps(attrs["exit_shares"]) if "exit_shares" in attrs else None,
-            # Quantized models: accuracy and test_accuracy are the deployed int8 form's; the
-            # fake-quant torch model's figures are kept here (evaluators/deployed_accuracy.py).
-            "fake_quant_accuracy": attrs.get("fake_quant_accuracy", {}).get("val"),
-            "fake_quant_test_accuracy": attrs.get("fake_quant_accuracy", {}).get("test"),
+            # Quantized and early-exit models: accuracy and test_accuracy are the deployed form's;
+            # the torch model's figures (fake-quant arithmetic, exits taken in one batch) are kept
+            # here (evaluators/deployed_accuracy.py).
+            "torch_accuracy": attrs.get("torch_accuracy", {}).get("val"),
+            "torch_test_accuracy": attrs.get("torch_accuracy", {}).get("test"),
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 

@@ -151,8 +151,7 @@ def space(
     loaded = create_task(config.task, seed=config.seed)
     discovered = Space.discover(loaded.teacher, loaded.example_input, config.space, batch_size=config.target.batch_size)
     outcome = cached_probe(discovered, loaded.teacher, loaded.example_input, probe_inputs(loaded), config.space)
-    record = space_record(discovered.without(outcome.excluded), discovered=discovered, outcome=outcome,
-                          task=config.task)
+    record = space_record(outcome.apply(discovered), discovered=discovered, outcome=outcome, task=config.task)
     if as_json:
         print(json.dumps(record, indent=1))
         return
@@ -162,7 +161,8 @@ def space(
     console.print(space_table(record))
     done = (f"{outcome.checks} candidates built, trained a step, run and exported in {outcome.seconds:.1f} s"
             + (" (when first probed; remembered since)" if outcome.cached else ""))
-    console.print(f"probe: {done}; {len(outcome.excluded)} knobs left out", highlight=False, markup=False)
+    console.print(f"probe: {done}; {len(outcome.excluded)} knobs left out, {len(outcome.narrowed)} narrowed",
+                  highlight=False, markup=False)
 
 
 def _print_summary(result, export=None) -> None:

@@ -68,7 +68,8 @@ def space_table(record: dict) -> Table:
     table.add_column("values, or why it is left out", overflow="fold", ratio=1)
     for family, entry in families.items():
         for knob in entry["knobs"]:
-            table.add_row(family, knob["target"], knob["stage"] or "-", knob["values"])
+            narrowed = f" (narrowed: {knob['narrowed']})" if knob.get("narrowed") else ""
+            table.add_row(family, knob["target"], knob["stage"] or "-", knob["values"] + narrowed)
         for row in entry["left_out"]:
             table.add_row(family, row["target"], "-", f"left out: {row['reason']}", style="yellow")
     return table

@@ -18,6 +18,7 @@ again; `slimsearch space --task ...` prints the same record without running a se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -34,7 +35,7 @@ from slimsearch.spaces import Candidate, Space
 from slimsearch.spaces.knobs import Choice, FloatRange, Knob, Untouched
 
 SPACE_FILE = "space.json"
-PROBE_VERSION = 1  # bump when the probe checks more, so stored outcomes are redone
+PROBE_VERSION = 2  # bump when the probe checks more, so stored outcomes are redone
 PROBE_SAMPLES = 8
 PRUNE_MIDDLE = 0.5  # search/sensitivity.py probes every prunable group alone at this ratio
 APPLY_ORDER = ("separable", "lowrank", "prune", "quant", "exits")
@@ -42,17 +43,34 @@ VERSIONED = ("slimsearch", "torch", "torchvision", "onnx", "onnxruntime", "torch
 
 
 @dataclass(frozen=True)
+class Narrowed:
+    """A knob kept with a lower ceiling: its values above `high` fail, for `reason`."""
+
+    family: str
+    target: str
+    high: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class ProbeOutcome:
     excluded: tuple[Untouched, ...]
     checks: int
     seconds: float
+    narrowed: tuple[Narrowed, ...] = ()
     cached: bool = False  # read from the cache folder: `checks` and `seconds` are the probe's that stored it
+
+    def apply(self, space: Space) -> Space:
+        """`space` as the probe leaves it: failing knobs out, narrowed ones with their new ceiling."""
+        return space.without(self.excluded).narrowed({(n.family, n.target): n.high for n in self.narrowed})
 
 
 def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, inputs: torch.Tensor,
           settings) -> ProbeOutcome:
     """The knobs of `space` that fail to build, train, run or export, each with its reason.
 
+    A ratio knob whose extreme fails but a milder value works (a user model that needs some of a
+    layer's channels) is kept with its range narrowed to the highest value that passed.
     `inputs`: a few real inputs (at least two), which also calibrate quantized layers.
     """
     started = time.perf_counter()
@@ -62,26 +80,55 @@ def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, i
         if knob.stage is not None:  # per-layer knobs; run-wide ones (distill, the exit criterion) build nothing
             by_family.setdefault(knob.family, []).append(knob)
     excluded: dict[tuple[str, str], Untouched] = {}
+    ceilings: dict[tuple[str, str], Narrowed] = {}
+
+    def capped(pick):
+        return lambda knob: (pick(knob) if knob_key(knob) not in ceilings
+                             else min(pick(knob), ceilings[knob_key(knob)].high))
+
     for family in sorted(by_family, key=_apply_rank):
         for label, pick in _probe_values(family):
-            remaining = [k for k in by_family[family] if (k.family, k.target) not in excluded]
-            for knob, reason in checker.failing(remaining, {}, pick, label).items():
-                excluded[(knob.family, knob.target)] = Untouched(family, knob.target, reason)
+            remaining = [k for k in by_family[family] if knob_key(k) not in excluded]
+            for knob, reason in checker.failing(remaining, {}, capped(pick), label).items():
+                high = _highest_passing(checker, knob, capped(pick)(knob)) if isinstance(knob.domain, FloatRange) else None
+                if high is None:
+                    excluded[knob_key(knob)] = Untouched(family, knob.target, reason)
+                else:
+                    ceilings[knob_key(knob)] = Narrowed(family, knob.target, high, reason)
     # Every family together, each at its extreme, in the order a student is built.
+    extreme = capped(lambda knob: knob.extreme)
     accepted: dict[str, dict[str, Any]] = {}
-    combined = {family: {k.target: k.extreme for k in knobs if (k.family, k.target) not in excluded}
+    combined = {family: {k.target: extreme(k) for k in knobs if knob_key(k) not in excluded}
                 for family, knobs in by_family.items()}
     if len([f for f in combined if combined[f]]) > 1 and checker.check(combined) is not None:
         for family in sorted(combined, key=_apply_rank):
-            knobs = [k for k in by_family[family] if (k.family, k.target) not in excluded]
+            knobs = [k for k in by_family[family] if knob_key(k) not in excluded]
             others = ", ".join(accepted) or "the others"
-            failing = checker.failing(knobs, accepted, lambda k: k.extreme,
+            failing = checker.failing(knobs, accepted, extreme,
                                       f"{_value_label(family)}, combined with {others} at their extremes")
             for knob, reason in failing.items():
-                excluded[(knob.family, knob.target)] = Untouched(family, knob.target, reason)
-            accepted[family] = {k.target: k.extreme for k in knobs if knob_key(k) not in excluded}
+                excluded[knob_key(knob)] = Untouched(family, knob.target, reason)
+                ceilings.pop(knob_key(knob), None)
+            accepted[family] = {k.target: extreme(k) for k in knobs if knob_key(k) not in excluded}
     ordered = [excluded[knob_key(k)] for k in space.knobs if knob_key(k) in excluded]
-    return ProbeOutcome(tuple(ordered), checker.checks, round(time.perf_counter() - started, 2))
+    narrowed = [ceilings[knob_key(k)] for k in space.knobs if knob_key(k) in ceilings]
+    return ProbeOutcome(tuple(ordered), checker.checks, round(time.perf_counter() - started, 2), tuple(narrowed))
+
+
+NARROWING_STEPS = (0.75, 0.5, 0.25)  # of the failed value: where a ratio knob is tried again, alone
+
+
+def _highest_passing(checker: "_Checker", knob: Knob, failed: float) -> float | None:
+    """The highest grid value below `failed` at which `knob` alone passes and still changes the
+    model (three tries), or None: a ratio that rounds to no pruning at all is no knob."""
+    domain = knob.domain
+    for share in NARROWING_STEPS:
+        value = _nearest(knob, domain.low + share * (failed - domain.low))
+        if value <= domain.low or value >= failed:
+            continue
+        if checker.check({knob.family: {knob.target: value}}) is None:
+            return value if checker.last_parameters < checker.teacher_parameters else None
+    return None
 
 
 def cached_probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, inputs: torch.Tensor,
@@ -98,14 +145,14 @@ def cached_probe(space: Space, teacher: torch.nn.Module, example_input: torch.Te
         try:
             stored = json.loads(path.read_text(encoding="utf-8"))
             return ProbeOutcome(tuple(Untouched(**row) for row in stored["excluded"]), int(stored["checks"]),
-                                float(stored["seconds"]), cached=True)
+                                float(stored["seconds"]), tuple(Narrowed(**row) for row in stored["narrowed"]),
+                                cached=True)
         except (OSError, ValueError, KeyError, TypeError):
             pass
     outcome = probe(space, teacher, example_input, inputs, settings)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        excluded = [{"family": u.family, "target": u.target, "reason": u.reason} for u in outcome.excluded]
-        write_space_file(path, {"excluded": excluded, "checks": outcome.checks, "seconds": outcome.seconds})
+        write_space_file(path, {**_outcome_rows(outcome), "checks": outcome.checks, "seconds": outcome.seconds})
     return outcome
 
 
@@ -136,6 +183,11 @@ def _package_digest() -> str:
     for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _outcome_rows(outcome: ProbeOutcome) -> dict[str, list[dict]]:
+    return {"excluded": [{"family": u.family, "target": u.target, "reason": u.reason} for u in outcome.excluded],
+            "narrowed": [dataclasses.asdict(n) for n in outcome.narrowed]}
 
 
 def knob_key(knob: Knob) -> tuple[str, str]:
@@ -180,6 +232,8 @@ class _Checker:
         self.teacher, self.example_input, self.settings = teacher, example_input, settings
         self.inputs = inputs.detach().cpu()
         self.checks = 0
+        self.teacher_parameters = sum(p.numel() for p in teacher.parameters())
+        self.last_parameters = self.teacher_parameters  # of the student the last check built
 
     def failing(self, knobs: list[Knob], fixed: dict[str, dict[str, Any]], pick, label: str) -> dict[Knob, str]:
         """The knobs (of one family) that fail when set by `pick` on top of `fixed`, with reasons."""
@@ -229,6 +283,7 @@ class _Checker:
         stage = "build"
         try:
             student = self._build(Candidate(choices))
+            self.last_parameters = sum(p.numel() for p in student.parameters())
             stage = "train"
             self._train_step(student)
             stage = "run"
@@ -336,13 +391,16 @@ def searched_space(task, config, run_dir: Path | None = None, *, report: Callabl
     path = Path(run_dir) / SPACE_FILE if run_dir is not None else None
     stored = read_space_file(path) if path is not None else None
     if stored is not None and _still_valid(stored, space):
-        return space.without([Untouched(**row) for row in stored["probe"]["excluded"]])
+        rows = stored["probe"]
+        return ProbeOutcome(tuple(Untouched(**row) for row in rows["excluded"]), rows["checks"], rows["seconds"],
+                            tuple(Narrowed(**row) for row in rows["narrowed"])).apply(space)
     outcome = cached_probe(space, task.teacher, task.example_input, probe_inputs(task), config.space)
-    probed = space.without(outcome.excluded)
+    probed = outcome.apply(space)
     if path is not None:
         write_space_file(path, space_record(probed, discovered=space, outcome=outcome, task=task.name))
     if report is not None:
-        left_out = f"; {len(outcome.excluded)} knobs left out ({SPACE_FILE} says why)" if outcome.excluded else ""
+        left_out = (f"; {len(outcome.excluded)} knobs left out and {len(outcome.narrowed)} narrowed ({SPACE_FILE} "
+                    f"says why)" if outcome.excluded or outcome.narrowed else "")
         done = "as probed before (cached)" if outcome.cached else f"{outcome.checks} checks in {outcome.seconds:.1f} s"
         report(f"Capability probe (each knob built, trained a step, run and exported): {done}{left_out}.")
     return probed
@@ -351,7 +409,8 @@ def searched_space(task, config, run_dir: Path | None = None, *, report: Callabl
 def _still_valid(stored: dict, space: Space) -> bool:
     probe_info = stored.get("probe") or {}
     return (stored.get("discovered_signature") == space.signature() and probe_info.get("version") == PROBE_VERSION
-            and probe_info.get("versions") == versions() and isinstance(probe_info.get("excluded"), list))
+            and probe_info.get("versions") == versions() and isinstance(probe_info.get("excluded"), list)
+            and isinstance(probe_info.get("narrowed"), list))
 
 
 def space_record(space: Space, *, discovered: Space, outcome: ProbeOutcome | None, task: str) -> dict[str, Any]:
@@ -359,9 +418,12 @@ def space_record(space: Space, *, discovered: Space, outcome: ProbeOutcome | Non
     from slimsearch.spaces.space import _domain_text
 
     families: dict[str, dict[str, list]] = {}
+    narrowed = {(n.family, n.target): n for n in (outcome.narrowed if outcome is not None else ())}
     for knob in space.knobs:
-        families.setdefault(knob.family, {"knobs": [], "left_out": []})["knobs"].append(
-            {"target": knob.target, "stage": knob.stage, "values": _domain_text(knob.domain)})
+        row = {"target": knob.target, "stage": knob.stage, "values": _domain_text(knob.domain)}
+        if knob_key(knob) in narrowed:
+            row["narrowed"] = f"higher values fail: {narrowed[knob_key(knob)].reason}"
+        families.setdefault(knob.family, {"knobs": [], "left_out": []})["knobs"].append(row)
     for untouched in space.untouched:
         families.setdefault(untouched.family, {"knobs": [], "left_out": []})["left_out"].append(
             {"target": untouched.target, "reason": untouched.reason})
@@ -370,9 +432,7 @@ def space_record(space: Space, *, discovered: Space, outcome: ProbeOutcome | Non
               "parameters": len(space.parameters()), "families": families}
     if outcome is not None:
         record["probe"] = {"version": PROBE_VERSION, "versions": versions(), "checks": outcome.checks,
-                           "seconds": outcome.seconds, "cached": outcome.cached,
-                           "excluded": [{"family": u.family, "target": u.target, "reason": u.reason}
-                                        for u in outcome.excluded]}
+                           "seconds": outcome.seconds, "cached": outcome.cached, **_outcome_rows(outcome)}
     return record
 
 

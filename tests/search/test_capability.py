@@ -38,3 +38,15 @@ def test_space_command_prints_knobs_per_family_and_every_layer_left_out():
     assert [k["target"] for k in record["families"]["separable"]["knobs"]] == ["stem", "down"]
     left_out = {row["target"]: row["reason"] for row in record["families"]["prune"]["left_out"]}
     assert left_out["head"] == "its outputs are the model's outputs" and "fails to train" in left_out["stem"]
+
+
+def test_a_ratio_whose_extreme_fails_is_narrowed_to_what_works(tmp_path):
+    from tests.search import fault_tasks
+
+    task = fault_tasks.fragile()  # its conv must keep 16 of its 32 channels
+    space = searched_space(task, SearchConfig.from_mapping({"task": "fragile", "space": {"families": ["prune"]}}),
+                           tmp_path)
+    (knob,) = [k for k in space.knobs if k.family == "prune"]
+    assert knob.target == "conv" and knob.domain.high == knob.extreme == 0.45
+    (row,) = json.loads((tmp_path / SPACE_FILE).read_text())["families"]["prune"]["knobs"]
+    assert row["values"] == "[0, 0.45] step 0.05" and "needs >= 16 channels" in row["narrowed"]

@@ -163,12 +163,13 @@ def sweep_model(name: str) -> dict:
     settings = SpaceConfig()
     discovered = Space.discover(teacher, example, settings)
     outcome = probe(discovered, teacher, example, inputs, settings)
-    space = discovered.without(outcome.excluded)
+    space = outcome.apply(discovered)
     record = {"model": name, "input": size, "status": "pass",
               "params": sum(p.numel() for p in teacher.parameters()),
               "knobs": {family: sum(1 for k in space.knobs if k.family == family and k.stage is not None)
                         for family in FAMILIES},
               "left_out_by_probe": [[u.family, u.target, u.reason] for u in outcome.excluded],
+              "narrowed_by_probe": [[n.family, n.target, n.high, n.reason] for n in outcome.narrowed],
               "left_out_at_discovery": [[u.family, u.target, u.reason] for u in discovered.untouched],
               "probe": {"checks": outcome.checks, "seconds": outcome.seconds}, "candidates": {}}
     rng = random.Random(zlib.crc32(name.encode()))
@@ -217,7 +218,9 @@ def table(records: list[dict]) -> str:
             lines.append(f"| {record['model']} | - | - | - | - | - | - | - | skipped: {record['reason']} |")
             continue
         whole = [row for row in record["left_out_at_discovery"] if row[1] == "*"]
-        left_out = _reason_summary(record["left_out_by_probe"] + whole) or "none"
+        narrowed = [[family, target, f"narrowed to {high:g}: {reason}"]
+                    for family, target, high, reason in record.get("narrowed_by_probe", [])]
+        left_out = _reason_summary(record["left_out_by_probe"] + whole + narrowed) or "none"
         knobs = " | ".join(str(record["knobs"][family]) for family in FAMILIES)
         result = record["status"] if record["status"] == "pass" else "FAIL: " + "; ".join(
             f"{label}: {r.get('error', '')}" for label, r in record["candidates"].items() if not r["ok"])

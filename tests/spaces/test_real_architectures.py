@@ -136,3 +136,18 @@ def test_a_vision_transformer_teacher_exports_through_the_dynamo_exporter(tmp_pa
         torch.testing.assert_close(onnx_predict(onnx_session(path, threads=1), inputs), vit(inputs), rtol=1e-3, atol=1e-4)
     cnn, cnn_example = _model("squeezenet1_1", 32)
     assert exporter_of(export_onnx(cnn, cnn_example, tmp_path / "cnn.onnx")) == "torchscript"
+
+
+def test_swin_exits_take_channels_last_features(tmp_path):
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=[4, 4],
+                            num_classes=10).eval()
+    example = torch.randn(1, 3, 32, 32)
+    points = find_exit_points(trace(model), example)
+    assert [(p.stage, p.shape, p.channel_axis) for p in points] == [("stage2", (1, 8, 8, 16), 3),
+                                                                    ("stage3", (1, 4, 4, 32), 3)]
+    space = Space.discover(model, example, SpaceConfig(families=("exits",)))
+    student = build_student(_exits_all_on(space), model, example).eval()
+    _runner_matches_torch(student, example, torch.randn(5, 3, 32, 32), tmp_path / "exits")

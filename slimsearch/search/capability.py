@@ -75,6 +75,12 @@ def probe(space: Space, teacher: torch.nn.Module, example_input: torch.Tensor, i
     """
     started = time.perf_counter()
     checker = _Checker(space, teacher, example_input, inputs, settings)
+    baseline = checker.check({})
+    if baseline is not None:  # every knob would fail the same way: one line now, not a probe of each
+        from slimsearch.errors import TaskError
+
+        raise TaskError(f"the teacher itself fails to {baseline}; a search fine-tunes and exports every candidate, "
+                        f"so the model must train (return logits in training mode) and export as it is")
     by_family: dict[str, list[Knob]] = {}
     for knob in space.knobs:
         if knob.stage is not None:  # per-layer knobs; run-wide ones (distill, the exit criterion) build nothing

@@ -50,3 +50,21 @@ def test_a_ratio_whose_extreme_fails_is_narrowed_to_what_works(tmp_path):
     assert knob.target == "conv" and knob.domain.high == knob.extreme == 0.45
     (row,) = json.loads((tmp_path / SPACE_FILE).read_text())["families"]["prune"]["knobs"]
     assert row["values"] == "[0, 0.45] step 0.05" and "needs >= 16 channels" in row["narrowed"]
+
+
+def test_a_teacher_that_cannot_train_is_refused_in_one_line():
+    import pytest
+    import torch
+    import torchvision
+
+    from slimsearch.config import SpaceConfig
+    from slimsearch.errors import TaskError
+    from slimsearch.search.capability import probe
+    from slimsearch.spaces import Space
+
+    torch.manual_seed(0)  # GoogLeNet returns a tuple with its auxiliary logits in training mode
+    model = torchvision.models.googlenet(weights=None, num_classes=10, init_weights=False).eval()
+    example = torch.randn(1, 3, 64, 64)
+    space = Space.discover(model, example, SpaceConfig(families=("prune", "exits")))
+    with pytest.raises(TaskError, match="the teacher itself fails to train .*GoogLeNetOutputs"):
+        probe(space, model, example, torch.randn(4, 3, 64, 64), SpaceConfig())

@@ -63,12 +63,18 @@ def input_size(name: str) -> int:
     return max(SIZE, *minimum)
 
 
+# Models with auxiliary classifiers return a tuple in training mode; as one fine-tunes them, they
+# are built without (their training forward then returns logits, as a search needs).
+AUX_LOGITS = ("googlenet", "inception_v3")
+
+
 def build_teacher(name: str, size: int) -> torch.nn.Module:
     import torchvision
 
+    extra = {"aux_logits": False} if name in AUX_LOGITS else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(name.encode()))
-        model = torchvision.models.get_model(name, weights=None, num_classes=10)
+        model = torchvision.models.get_model(name, weights=None, num_classes=10, **extra)
         model.train()
         with torch.no_grad():  # batch-norm statistics of a fresh model are 0 / 1; make them real
             for _ in range(2):
@@ -214,8 +220,9 @@ def table(records: list[dict]) -> str:
     lines = ["| model | input | prune | quant | separable | lowrank | exits | left out (by the probe or, `*`, the whole family) | result |",
              "|---|---|---|---|---|---|---|---|---|"]
     for record in sorted(records, key=lambda r: r["model"]):
-        if record["status"] == "skipped":
-            lines.append(f"| {record['model']} | - | - | - | - | - | - | - | skipped: {record['reason']} |")
+        if record["status"] in ("skipped", "crash"):
+            what = f"skipped: {record['reason']}" if record["status"] == "skipped" else f"CRASH: {record['error']}"
+            lines.append(f"| {record['model']} | - | - | - | - | - | - | - | {what} |")
             continue
         whole = [row for row in record["left_out_at_discovery"] if row[1] == "*"]
         narrowed = [[family, target, f"narrowed to {high:g}: {reason}"]
@@ -241,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models or sweep_models():
         if (args.out / f"{name}.json").exists():
             continue
-        record = sweep_model(name)
+        try:
+            record = sweep_model(name)
+        except Exception as error:  # a crash is a result too: the table shows it, the test fails on it
+            record = {"model": name, "status": "crash", "error": f"{type(error).__name__}: {error}"[:500]}
         (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
         print(name, record["status"], record.get("seconds", ""), flush=True)
     return 0

@@ -10,8 +10,10 @@ found again after every substitution. A model either passes everywhere or leaves
 reason, the layers a family cannot take; a crash anywhere fails it.
 
 Models above PARAM_LIMIT parameters (torchvision's own count, read from its weights metadata
-without building anything) are skipped with that reason: on a CPU each takes minutes per build
-and export, and the sweep builds and exports every model about fifteen times.
+without building anything), and models that only run at inputs above LARGEST_INPUT (MaxViT's 7 x 7
+partitions need 224 x 224), are skipped with that reason: on a CPU each takes minutes per build and
+export (MaxViT at 224 took over 10 GB of memory here), and the sweep builds and exports every model
+about fifteen times. Each model runs in a process of its own, under a memory limit.
 
     python -m tests.techniques.model_sweep [MODEL ...] --out DIR    # run it, one JSON per model
     python -m tests.techniques.model_sweep --table DIR              # the README table from those files
@@ -20,7 +22,10 @@ and export, and the sweep builds and exports every model about fifteen times.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import resource
+import subprocess
 import random
 import sys
 import tempfile
@@ -33,6 +38,8 @@ import torch
 
 SIZE = 64
 PARAM_LIMIT = 32_000_000
+LARGEST_INPUT = 128
+MEMORY_LIMIT = 10 * 2**30  # address space per model's process: a runaway model fails alone
 SAMPLES = 8
 FAMILIES = ("prune", "quant", "separable", "lowrank", "exits")
 
@@ -50,17 +57,36 @@ def _meta(name: str) -> dict:
 
 
 def skip_reason(name: str) -> str | None:
-    """Why the sweep leaves `name` out, or None: only for size, stated with the count."""
+    """Why the sweep leaves `name` out, or None: only for its cost on a CPU, stated with the figure."""
     params = _meta(name)["num_params"]
     if params > PARAM_LIMIT:
         return (f"{params / 1e6:.1f}M parameters (torchvision's count) > {PARAM_LIMIT / 1e6:.0f}M: on a CPU its ~15 "
                 f"builds and exports take too long for the sweep")
+    size = input_size(name)
+    if size > LARGEST_INPUT:
+        return (f"runs only at {size} x {size} inputs and up (torchvision's minimum; it fails at {SIZE} x {SIZE}): "
+                f"on a CPU its ~15 builds, training steps and exports at that size take too long and too much "
+                f"memory for the sweep")
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def input_size(name: str) -> int:
-    minimum = _meta(name).get("min_size", (1, 1))
-    return max(SIZE, *minimum)
+    """64, or torchvision's minimum input size for a model that does not run at 64 x 64 (torchvision
+    states minimums for its weights: Swin's 224 is one, yet Swin runs at 64)."""
+    minimum = max(_meta(name).get("min_size", (1, 1)))
+    if minimum <= SIZE or _runs_at(name, SIZE):
+        return SIZE
+    return minimum
+
+
+def _runs_at(name: str, size: int) -> bool:
+    try:
+        model = build_teacher(name, size)
+        with torch.no_grad():
+            return model(torch.randn(2, 3, size, size)).shape == (2, 10)
+    except Exception:  # it does not take inputs this small
+        return False
 
 
 # Models with auxiliary classifiers return a tuple in training mode; as one fine-tunes them, they
@@ -245,15 +271,20 @@ def main(argv: list[str] | None = None) -> int:
         print(table([json.loads(path.read_text()) for path in sorted(args.table.glob("*.json"))]))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.models or sweep_models():
-        if (args.out / f"{name}.json").exists():
-            continue
-        try:
-            record = sweep_model(name)
-        except Exception as error:  # a crash is a result too: the table shows it, the test fails on it
-            record = {"model": name, "status": "crash", "error": f"{type(error).__name__}: {error}"[:500]}
-        (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
-        print(name, record["status"], record.get("seconds", ""), flush=True)
+    models = args.models or sweep_models()
+    if len(models) > 1:  # one process per model: memory does not pile up, and a crash stays one model's
+        for name in models:
+            if not (args.out / f"{name}.json").exists():
+                subprocess.run([sys.executable, "-m", "tests.techniques.model_sweep", name, "--out", str(args.out)])
+        return 0
+    (name,) = models
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    try:
+        record = sweep_model(name)
+    except BaseException as error:  # a crash (or running out of memory) is a result too: the table shows it
+        record = {"model": name, "status": "crash", "error": f"{type(error).__name__}: {error}"[:500]}
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    print(name, record["status"], record.get("seconds", ""), flush=True)
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimsearch.errors import ConfigError
+from slimsearch.errors import ConfigError, StopRequested
 
 # Opset 17 is the newest every ONNX Runtime release of the last years runs, and well inside
 # what the legacy exporter supports (it stops at 20).
@@ -77,6 +77,8 @@ def _export(model: nn.Module, example_input: torch.Tensor, path: Path, output_na
                 opset_version=OPSET, dynamic_axes=batch_axes, **common,
             )
         return TORCHSCRIPT
+    except StopRequested:  # a trial's time limit fired while exporting: stop, do not export again
+        raise
     except Exception as error:
         # An operator the TorchScript exporter has no symbolic for (ViT's fused attention,
         # `aten::_native_multi_head_attention`), one it cannot trace, or a torch without the

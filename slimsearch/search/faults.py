@@ -31,10 +31,11 @@ import time
 import warnings
 from typing import Callable, Iterator, Sequence
 
+from slimsearch.errors import StopRequested
 from slimsearch.search.storage import FAIL_REASON_ATTR, OBJECTIVES
 
 
-class TrialTimeoutError(Exception):
+class TrialTimeoutError(StopRequested):
     """A trial ran past `faults.trial_timeout`. An Exception, so Optuna fails the trial and goes on."""
 
 

@@ -18,7 +18,7 @@ TRIAL_COLUMNS = [
     "trial", "state", "accuracy", "search_accuracy", "test_accuracy", "latency_ms", "latency_iqr_ms", "teacher_latency_ms",
     "speedup", "size_bytes", "onnx_bytes", "params_count", "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s", "candidate",
-    "exit_shares", "origin", "first_latency_ratio", "predicted_accuracy", "predicted_latency_ratio",
+    "exit_shares", "origin", "first_latency_ratio", "predicted_accuracy", "predicted_latency_ratio", "torch_accuracy", "torch_test_accuracy",
 ]
 
 
@@ -66,6 +66,11 @@ def trials_frame(study) -> pd.DataFrame:
             "first_latency_ratio": attrs.get(FIRST_LATENCY_ATTR),
             "predicted_accuracy": predicted.get("accuracy"),
             "predicted_latency_ratio": predicted.get("lower_bound_ratio", predicted.get("latency_ratio")),
+            # Quantized and early-exit models: accuracy and test_accuracy are the deployed form's;
+            # the torch model's figures (fake-quant arithmetic, exits taken in one batch) are kept
+            # here (evaluators/deployed_accuracy.py).
+            "torch_accuracy": attrs.get("torch_accuracy", {}).get("val"),
+            "torch_test_accuracy": attrs.get("torch_accuracy", {}).get("test"),
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 

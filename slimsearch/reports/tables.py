@@ -53,3 +53,24 @@ def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
                       f"{row.latency_ms:.3f}", f"{row.latency_iqr_ms:.3f}", f"{row.speedup:.2f}x",
                       f"{row.size_bytes / 1024:.1f}", str(getattr(row, "origin", "") or ""), knob_summary(row.candidate))
     return table
+
+
+def space_table(record: dict) -> Table:
+    """The knobs of a search space per family, and every layer a family leaves out with its reason
+    (`search.capability.space_record`)."""
+    families = record["families"]
+    offered = sum(len(f["knobs"]) for f in families.values())
+    left_out = sum(len(f["left_out"]) for f in families.values())
+    table = Table(title=f"Search space of {record['task']}: {offered} knobs ({record['parameters']} searched values at "
+                        f"granularity {record['granularity']}), {left_out} layers left out", show_lines=False)
+    table.add_column("family", no_wrap=True)
+    table.add_column("layer", overflow="fold")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("values, or why it is left out", overflow="fold", ratio=1)
+    for family, entry in families.items():
+        for knob in entry["knobs"]:
+            narrowed = f" (narrowed: {knob['narrowed']})" if knob.get("narrowed") else ""
+            table.add_row(family, knob["target"], knob["stage"] or "-", knob["values"] + narrowed)
+        for row in entry["left_out"]:
+            table.add_row(family, row["target"], "-", f"left out: {row['reason']}", style="yellow")
+    return table

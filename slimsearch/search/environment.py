@@ -45,5 +45,7 @@ def environment_info(config: SearchConfig) -> dict:
         "device": target.device,
         "batch_size": target.batch_size,
         "threads": target.threads,
+        # torch's pool in the search process (search/threads.py): fine-tuning's float rounding follows it
+        "torch_threads": torch.get_num_threads(),
         "latency": config.to_dict()["latency"],
     }

@@ -123,7 +123,7 @@ def _queue_hand_baseline(config: SearchConfig, task) -> int:
     """Create the hand baseline's study with its points queued; the search runs them in order."""
     import optuna
 
-    space = Space.discover(task.teacher, task.example_input, config.space, batch_size=config.target.batch_size)
+    space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
     st.prepare_run_dir(config.run_dir)
     study = optuna.create_study(study_name=config.run_name, storage=st.default_storage_url(config.run_dir),
                                 directions=list(st.DIRECTIONS))

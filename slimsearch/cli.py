@@ -1,4 +1,4 @@
-"""The `slimsearch` command: run, worker, front, report, export, demo.
+"""The `slimsearch` command: run, worker, space, front, report, export, demo.
 
 Everything heavy (torch, optuna, onnxruntime, plotly) is imported inside the commands, so
 `slimsearch --help` answers at once. Errors a user can cause are printed as one line with
@@ -141,6 +141,42 @@ def worker(
     print(f"study done: {completed} completed trials; 'slimsearch front {run_dir}' prints the front")
 
 
+@app.command()
+@friendly_errors
+def space(
+    config_file: Optional[Path] = typer.Argument(None, help="A search.toml file; flags override it."),
+    task: Optional[str] = typer.Option(None, help="digits, mnist1d, torchvision:<model> or package.module:function."),
+    granularity: Optional[str] = typer.Option(None, help="layer, stage or global: how per-layer knobs are tied."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size the model is served at (exits need 1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the space as JSON (what runs/<name>/space.json holds)."),
+):
+    """Print the search space of a task: the knobs per family, and every layer left out with its reason.
+
+    Each knob is probed as a search probes it: built, trained a step, run and exported at its most
+    compressing value; a layer that fails is left out with the error as its reason."""
+    config = _build_config(config_file, {"task": task, "space": {"granularity": granularity},
+                                         "target": {"batch_size": batch_size}})
+    from slimsearch.search.capability import cached_probe, probe_inputs, space_record
+    from slimsearch.spaces import Space
+    from slimsearch.tasks import task_from_config
+
+    loaded = task_from_config(config)
+    discovered = Space.discover(loaded.teacher, loaded.example_input, config.space, target=config.target)
+    outcome = cached_probe(discovered, loaded.teacher, loaded.example_input, probe_inputs(loaded), config.space)
+    record = space_record(outcome.apply(discovered), discovered=discovered, outcome=outcome, task=config.task)
+    if as_json:
+        print(json.dumps(record, indent=1))
+        return
+    from slimsearch.reports.tables import space_table
+
+    console = _console()
+    console.print(space_table(record))
+    done = (f"{outcome.checks} candidates built, trained a step, run and exported in {outcome.seconds:.1f} s"
+            + (" (when first probed; remembered since)" if outcome.cached else ""))
+    console.print(f"probe: {done}; {len(outcome.excluded)} knobs left out, {len(outcome.narrowed)} narrowed",
+                  highlight=False, markup=False)
+
+
 def _print_summary(result, export=None) -> None:
     from slimsearch.reports.tables import front_table
 
@@ -193,7 +229,7 @@ def export(run_dir: Path = typer.Argument(..., help="A run folder, e.g. runs/dem
     result = Result(run_dir)
     if verify_only:
         from slimsearch.errors import ConfigError
-        from slimsearch.export import verify_export
+        from slimsearch.exporter import verify_export
 
         if trial is None or out is None:
             raise ConfigError("--verify-only needs --trial N and -o DIR (the export folder to check)")

@@ -28,6 +28,11 @@ class ExportError(SlimsearchError):
     """An export failed or its artifacts do not match what the search reported."""
 
 
+class StopRequested(Exception):
+    """Raised to stop the work in progress (a trial's time limit): code that falls back to another
+    way of doing a step when the first way fails must re-raise it, not try again."""
+
+
 def os_reason(error: OSError) -> str:
     """Why a path could not be written, in words that point at the path rather than at errno."""
     if isinstance(error, (FileExistsError, NotADirectoryError)):

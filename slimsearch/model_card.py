@@ -34,7 +34,7 @@ def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     teacher, config = result.teacher, result.config
     accuracy, latency_ms, size_bytes = trial.values
-    from slimsearch.search.reevaluate import full_evaluations
+    from slimsearch.reports.data import full_evaluations
 
     # With a search-time validation subset: the full splits' figures of a re-evaluated front model.
     full = full_evaluations(result.study).get(trial.number, {})
@@ -45,9 +45,13 @@ def model_card(result, trial, verification: dict[str, Any]) -> dict[str, Any]:
         "teacher": {key: teacher.get(key) for key in ("name", "val_accuracy", "test_accuracy", "latency_ms",
                                                       "size_bytes", "params_count")},
         "knobs": attrs["candidate"],
+        # For a quantized or early-exit model, validation and test are the deployed form's (what
+        # ships); the torch model's figures (fake-quant arithmetic, exits in one batch) beside them.
         "accuracy": {"validation": accuracy, "validation_search_subset": search_accuracy if full else None,
                      "test": attrs.get("test_accuracy", full.get("test_accuracy", verification.get("reported_test_accuracy"))),
-                     "test_exported_onnx": verification.get("onnx_test_accuracy")},
+                     "test_exported_onnx": verification.get("onnx_test_accuracy"),
+                     "torch_model": attrs.get("torch_accuracy")},
+        "onnx_exporter": verification.get("onnx_exporter"),
         "size": {"packed_bytes": int(size_bytes), "onnx_bytes": attrs.get("onnx_bytes"),
                  "params_count": attrs.get("params_count")},
         "latency": {"search_median_ms": latency_ms, "search_speedup": attrs.get("speedup"),
@@ -64,14 +68,25 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def _torch_model(card: dict[str, Any]) -> str:
+    figures = card["accuracy"].get("torch_model")
+    return f"; the torch model as fine-tuned: {_percent(figures.get('test'))}" if figures else ""
+
+
+def _exporter(verification: dict[str, Any]) -> str:
+    """Which of torch's ONNX exporters wrote the file(s): TorchScript, or dynamo where it could not."""
+    exporter = verification.get("onnx_exporter")
+    return f", written by torch's {' and '.join(exporter.split('+'))} ONNX exporter" if exporter else ""
+
+
 def _deployable_files(verification: dict[str, Any]) -> str:
     shares = verification.get("exit_shares_test")
     if shares is None:
-        return ("- `model.onnx` — for ONNX Runtime (input `input`, output `logits`, dynamic batch)\n"
+        return (f"- `model.onnx` — for ONNX Runtime (input `input`, output `logits`, dynamic batch){_exporter(verification)}\n"
                 "- `model.pt2` — `torch.export` program (`torch.export.load(path).module()`)")
     leaving = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
-    return ("- `exits/` — the early-exit model: one ONNX file per segment, `exits.json` (the exits and their\n"
-            "  thresholds) and `runner.py` (numpy + onnxruntime only): `python exits/runner.py exits inputs.npy`,\n"
+    return (f"- `exits/` — the early-exit model: one ONNX file per segment{_exporter(verification)}, `exits.json`\n"
+            "  (the exits and their thresholds) and `runner.py` (numpy + onnxruntime only): `python exits/runner.py exits inputs.npy`,\n"
             "  or `EarlyExitRunner(\"exits\").run(x)` for one sample. Latency is the mean over test-like samples\n"
             f"  run one at a time; on the test set samples leave at: {leaving}")
 
@@ -94,7 +109,7 @@ Compressed by slimsearch from the {md_code(teacher.get('name'))} teacher; fine-t
 
 | | this model | teacher |
 |---|---|---|
-| test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}) | {_percent(teacher.get('test_accuracy'))} |
+| test accuracy | {_percent(card['accuracy']['test'])} (exported ONNX: {_percent(card['accuracy']['test_exported_onnx'])}{_torch_model(card)}) | {_percent(teacher.get('test_accuracy'))} |
 | validation accuracy | {_percent(card['accuracy']['validation'])} | {_percent(teacher.get('val_accuracy'))} |
 | latency ({verification.get('latency_statistic', 'median')}) | {latency['search_median_ms']:.3f} ms in the search, {latency['export_median_ms']:.3f} ms at export | {teacher.get('latency_ms', 0):.3f} ms |
 | speed-up | {latency['search_speedup']:.2f}x (export: {latency['export_speedup']:.2f}x) | 1.00x |

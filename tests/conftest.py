@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# As `import slimsearch` does for a search process (search/threads.py): OpenMP threads that sleep
+# rather than spin while they wait, set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -291,8 +291,8 @@ CASES = [
     Case("TOML `[finetune] lr`", "zero", "finetune.lr must be a finite number > 0, but got lr=0",
          toml={"finetune": {"lr": 0}}, id="finetune-lr"),
     Case("TOML `latency_budget`", "a budget no candidate can meet",
-         "latency budget 0.01x cannot be met: the most compressed candidate in this space measures …; allowed: a "
-         "budget above …", toml={**FAST_TOML, "latency_budget": "0.01x"}, id="budget-infeasible"),
+         "latency budget 0.01x cannot be met: the fastest of the … candidates timed in this space (…) measures …; "
+         "allowed: a budget above …", toml={**FAST_TOML, "latency_budget": "0.01x"}, id="budget-infeasible"),
     # --- user task factories (`--task package.module:function`) -------------------------------------------
     Case("task factory name", "not `package.module:function`",
          "task factory 'my tasks:make' is not of the form 'package.module:function'",
@@ -401,6 +401,12 @@ CASES = [
     Case("`slimsearch front`", "a folder that is not a run",
          "'…' is not a slimsearch run folder (no run.json); expected a folder written by 'slimsearch run'",
          cli=("front", "{tmp}"), names=("{tmp}",), id="front-not-run"),
+    Case("`slimsearch space --task`", "unknown task name",
+         "unknown task 'cifar99': expected one of 'digits', 'mnist1d', 'torchvision:<model>'",
+         cli=("space", "--task", "cifar99"), id="space-task-unknown"),
+    Case("`slimsearch space --granularity`", "not layer, stage or global",
+         "space.granularity must be one of 'layer', 'stage', 'global', but got granularity='block'",
+         cli=("space", "--task", "digits", "--granularity", "block"), id="space-granularity"),
     Case("`slimsearch front`", "a run folder that does not exist", "'…' is not a slimsearch run folder (no run.json)",
          cli=("front", "{tmp}/runs/nope"), names=("nope",), id="front-missing"),
     Case("`slimsearch front`", "no argument", "Missing argument", cli=("front",), id="front-no-argument"),
@@ -665,8 +671,8 @@ def test_a_batched_row_answers_as_a_fresh_process_does(world, tmp_path):
     assert alone.stderr == world.results["sampler"]["stderr"]
 
 
-def test_export_function_survives_the_export_module_being_imported(world):
-    import slimsearch.export  # noqa: F401  (rebinding `slimsearch.export` to the module must not break the API)
+def test_export_function_survives_the_exporter_module_being_imported(world):
+    import slimsearch.exporter  # noqa: F401  (importing the module must not rebind the API function)
 
     with pytest.raises(ExportError, match="trial 99 does not exist"):
         slimsearch.export(world.shared["run"], trial=99)

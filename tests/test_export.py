@@ -8,7 +8,7 @@ import torch
 
 import slimsearch
 from slimsearch.errors import ExportError
-from slimsearch.export import ARTIFACTS, verify_export
+from slimsearch.exporter import ARTIFACTS, verify_export
 from tests.conftest import slimsearch_cli
 
 
@@ -71,7 +71,69 @@ def test_corrupted_stored_weights_fail_export(run, tmp_path):
     stored = copy / "artifacts" / artifact_id
     stored.write_bytes(stored.read_bytes()[:100])
     with pytest.raises(ExportError, match="weights.pt .* does not load into the trial's model"):
-        slimsearch.load(copy).export(trial=trial, out=tmp_path / "broken")
+        slimsearch.load(copy).export(trial=trial, out=tmp_path / "broken" / "model")
+    # Nothing half-written is left: no folder, no staging folder beside it.
+    assert not (tmp_path / "broken").exists()
+
+
+def _set_reported_test_accuracy(run_dir, trial: int, value: float) -> None:
+    """In a copied run folder: point its run.json at its own study, then change one stored figure."""
+    import sqlite3
+
+    info = json.loads((run_dir / "run.json").read_text())
+    info["storage"] = f"sqlite:///{(run_dir / 'study.db').resolve()}"
+    (run_dir / "run.json").write_text(json.dumps(info))
+    with sqlite3.connect(run_dir / "study.db") as db:
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'test_accuracy' AND trial_id = "
+                   "(SELECT trial_id FROM trials WHERE number = ?)", (json.dumps(value), trial))
+
+
+def test_an_export_that_fails_verification_leaves_no_folder_and_keeps_an_earlier_one(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run.run_dir, copy)
+    trial = int(run.front["trial"].iloc[0])
+    _set_reported_test_accuracy(copy, trial, run.study.trials[trial].user_attrs["test_accuracy"])
+    earlier = slimsearch.load(copy).export(trial=trial, out=tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in earlier.out_dir.iterdir() if path.is_file()}
+    _set_reported_test_accuracy(copy, trial, run.study.trials[trial].user_attrs["test_accuracy"] - 0.2)
+    for out in (tmp_path / "fresh", tmp_path / "model"):
+        with pytest.raises(ExportError, match=f"differs from trial {trial}'s reported .* allowed for \\d+ test samples"):
+            slimsearch.load(copy).export(trial=trial, out=out)
+    assert not (tmp_path / "fresh").exists()
+    assert {path.name: path.read_bytes() for path in earlier.out_dir.iterdir() if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["copy", "model"]  # no staging folder left
+
+
+def test_accuracy_and_agreement_gates_scale_with_the_test_split():
+    from slimsearch.exporter import TOLERANCES, _check_accuracy, allowed_changes
+
+    # An early-exit model whose runner changed 2 of 360 test predictions (82.50% against 83.06%).
+    checks = {"onnx_test_accuracy": 297 / 360, "reported_test_accuracy": 299 / 360}
+    _check_accuracy(checks, 3, 360, "rounded")
+    assert checks["accuracy_points_allowed"] > 100 * 2 / 360
+    for kind, share in TOLERANCES["changed_predictions"].items():
+        small, large = allowed_changes(360, share) / 360, allowed_changes(100_000, share) / 100_000
+        assert small > large > share, kind  # more samples: a bound closer to the share itself
+    # The same 0.56-point gap on a million float predictions is 5,600 changed samples: not rounding.
+    with pytest.raises(ExportError, match=r"by 0.56 points \(> 0.5\d allowed for 1000000 test samples\)"):
+        _check_accuracy({"onnx_test_accuracy": 0.8250, "reported_test_accuracy": 0.8306}, 3, 1_000_000, "float")
+
+
+def test_quantized_trials_are_scored_through_the_deployed_int8_form(run, tmp_path):
+    trials = [t for t in run.study.trials if t.state.name == "COMPLETE" and "weights_artifact" in t.user_attrs]
+    quantized = [t for t in trials if any(not str(v).startswith("32") for v in t.user_attrs["candidate"]["choices"]
+                                          .get("quant", {}).values())]
+    assert quantized, "the run has no fine-tuned quantized trial"
+    for trial in quantized:  # the fake-quant torch model's figures are kept beside the deployed ones
+        assert set(trial.user_attrs["torch_accuracy"]) == {"val", "test"}
+    chosen = quantized[0]
+    exported = run.export(trial=chosen.number, out=tmp_path / "int8")
+    # The front's test accuracy is the shipped file's own: export re-measures exactly that figure.
+    assert exported.verification["onnx_test_accuracy"] == chosen.user_attrs["test_accuracy"]
+    row = run.trials.set_index("trial").loc[chosen.number]
+    assert row["torch_test_accuracy"] == chosen.user_attrs["torch_accuracy"]["test"]
+    card = (tmp_path / "int8" / "MODEL_CARD.md").read_text()
+    assert "the torch model as fine-tuned" in card and "torchscript ONNX exporter" in card
 
 
 def test_trial_that_was_never_fine_tuned_is_refused(run, tmp_path):
@@ -111,6 +173,9 @@ def test_early_exit_model_exports_as_segments_with_a_runner_that_ships(tmp_path)
     assert not {"model.onnx", "model.pt2"} & names
     check = exported.verification
     assert check["argmax_agreement"] >= 0.95 and check["latency_statistic"] == "mean"
+    # The trial scored the model as it ships (the runner, sample by sample): export finds the same figure.
+    assert check["onnx_test_accuracy"] == run.study.trials[0].user_attrs["test_accuracy"]
+    assert "torch_accuracy" in run.study.trials[0].user_attrs
     assert abs(sum(check["exit_shares_test"].values()) - 1) < 1e-9
     # The runner runs on its own, as a user would run it: numpy and onnxruntime only.
     inputs = create_task("digits").test.tensors[0][:5].numpy()

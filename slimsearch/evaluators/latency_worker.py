@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ class IsolatedMeasurer:
             raise ValueError(f"IsolatedMeasurer times ONNX files, but got runtime={settings.runtime!r}")
         # What building the runtime's session for the last student took (a TensorRT engine: seconds).
         self.last_prepare_seconds = 0.0
+        self.teacher_onnx = Path(teacher_onnx)
         example_path = Path(teacher_onnx).with_name("example_input.pt")
         torch.save(example_input.detach().cpu(), example_path)
         self._setup = {"teacher": str(teacher_onnx), "example": str(example_path),
@@ -114,6 +116,9 @@ def _serve() -> None:
     from slimsearch.evaluators import latency
 
     torch.set_num_threads(1)  # this process only feeds ONNX Runtime; it must not compete for cores
+    # Ctrl-C in a terminal reaches the whole process group; the search decides what stops, and it
+    # ends this worker by closing its input (or kills it mid-measurement), never with a traceback here.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup = json.loads(sys.stdin.readline())
     settings = LatencySettings(**setup["settings"])
     example = torch.load(setup["example"], weights_only=True)

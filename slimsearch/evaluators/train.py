@@ -10,6 +10,7 @@ by batch, when that costs less (see `distillation_targets`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -46,11 +47,26 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
 
 
+def _seeded_global_rng(function: Callable) -> Callable:
+    """Run `function` with torch's global generator seeded from its `seed`, and restored after:
+    dropout (and any random layer) draws from it, and what ran before in the process (other
+    trials, another study's) must not change how a candidate trains."""
+
+    @functools.wraps(function)
+    def seeded(*args, seed: int = 0, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return function(*args, seed=seed, **kwargs)
+
+    return seeded
+
+
 # The teacher's logits for the fine-tune: one row per train sample (a tensor, often memory-mapped),
 # or a function of (inputs, dataset indices) computing them for each batch.
 TeacherLogits = Union[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
+@_seeded_global_rng
 def fit(model: nn.Module, data: Dataset, *, epochs: float | None = None, lr: float, batch_size: int = 64,
         teacher_logits: TeacherLogits | None = None, temperature: float = 4.0, alpha: float = 0.0,
         weight_decay: float = 1e-4, seed: int = 0, device: str = "cpu", autocast: bool = False,

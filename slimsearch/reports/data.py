@@ -10,6 +10,7 @@ import pandas as pd
 from slimsearch.evaluators.macs import flags as macs_flags
 from slimsearch.search.origins import PREDICTED_ATTR, origin_of
 from slimsearch.search.pareto import pareto_indices
+from slimsearch.search.attrs import FULL_EVALUATION_ATTR
 from slimsearch.search.storage import DIRECTIONS, FIRST_LATENCY_ATTR
 
 TEACHER_ATTR = "teacher"
@@ -19,7 +20,7 @@ TRIAL_COLUMNS = [
     "speedup", "size_bytes", "onnx_bytes", "params_count", "macs", "macs_ratio", "params_ratio", "flags",
     "feasible", "stopped_early", "fail_reason",
     "seconds_build", "seconds_compile", "seconds_latency", "seconds_finetune", "seconds_evaluate", "duration_s",
-    "candidate", "exit_shares", "origin", "first_latency_ratio", "predicted_accuracy", "predicted_latency_ratio",
+    "candidate", "exit_shares", "origin", "first_latency_ratio", "predicted_accuracy", "predicted_latency_ratio", "torch_accuracy", "torch_test_accuracy",
 ]
 # Stages a trial's time is split into (search/trial.py); compile: compiling, capturing or building
 # the runtime's session for a model, kept apart from the latency it then measures.
@@ -32,7 +33,6 @@ def teacher_info(study) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial, in trial order, whatever its state."""
-    from slimsearch.search.reevaluate import full_evaluations
 
     rows = []
     full = full_evaluations(study)
@@ -76,6 +76,11 @@ def trials_frame(study) -> pd.DataFrame:
             "first_latency_ratio": attrs.get(FIRST_LATENCY_ATTR),
             "predicted_accuracy": predicted.get("accuracy"),
             "predicted_latency_ratio": predicted.get("lower_bound_ratio", predicted.get("latency_ratio")),
+            # Quantized and early-exit models: accuracy and test_accuracy are the deployed form's;
+            # the torch model's figures (fake-quant arithmetic, exits taken in one batch) are kept
+            # here (evaluators/deployed_accuracy.py).
+            "torch_accuracy": attrs.get("torch_accuracy", {}).get("val"),
+            "torch_test_accuracy": attrs.get("torch_accuracy", {}).get("test"),
         })
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
@@ -98,6 +103,12 @@ def front_frame(study, trials: pd.DataFrame | None = None) -> pd.DataFrame:
     front.insert(4, "teacher_test_accuracy", teacher.get("test_accuracy"))
     front["teacher_size_bytes"] = teacher.get("size_bytes")
     return front.sort_values(["latency_ms", "trial"]).reset_index(drop=True)
+
+
+def full_evaluations(study) -> dict[int, dict[str, float]]:
+    """Front models' figures on the full validation and test splits (search/reevaluate.py), by trial number."""
+    stored = study.user_attrs.get(FULL_EVALUATION_ATTR) or {}
+    return {int(number): figures for number, figures in stored.items()}
 
 
 def search_front_trials(study) -> list:

@@ -55,6 +55,7 @@ def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
         table.caption = f"MACs × is MACs over the teacher's; ! {FLAG_NOTES[FLAG_MACS_NOT_LATENCY]}"
     for column in ("trial", "val acc", "test acc", "latency ms", "IQR ms", "speed-up", "size KiB", "MACs ×"):
         table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("origin", no_wrap=True)  # the proposer that chose the model (search/origins.py)
     # The knobs wrap inside their column, so the figures beside them always show in full.
     table.add_column("knobs", overflow="fold", ratio=1)
     if teacher:
@@ -65,5 +66,26 @@ def front_table(front: pd.DataFrame, *, teacher: dict, budget: str) -> Table:
         table.add_row(str(row.trial), f"{row.accuracy:.2%}",
                       f"{row.test_accuracy:.2%}" if pd.notna(row.test_accuracy) else "-",
                       f"{row.latency_ms:.3f}", f"{row.latency_iqr_ms:.3f}", f"{row.speedup:.2f}x",
-                      f"{row.size_bytes / 1024:.1f}", _macs_cell(row), knob_summary(row.candidate))
+                      f"{row.size_bytes / 1024:.1f}", _macs_cell(row), str(getattr(row, "origin", "") or ""), knob_summary(row.candidate))
+    return table
+
+
+def space_table(record: dict) -> Table:
+    """The knobs of a search space per family, and every layer a family leaves out with its reason
+    (`search.capability.space_record`)."""
+    families = record["families"]
+    offered = sum(len(f["knobs"]) for f in families.values())
+    left_out = sum(len(f["left_out"]) for f in families.values())
+    table = Table(title=f"Search space of {record['task']}: {offered} knobs ({record['parameters']} searched values at "
+                        f"granularity {record['granularity']}), {left_out} layers left out", show_lines=False)
+    table.add_column("family", no_wrap=True)
+    table.add_column("layer", overflow="fold")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("values, or why it is left out", overflow="fold", ratio=1)
+    for family, entry in families.items():
+        for knob in entry["knobs"]:
+            narrowed = f" (narrowed: {knob['narrowed']})" if knob.get("narrowed") else ""
+            table.add_row(family, knob["target"], knob["stage"] or "-", knob["values"] + narrowed)
+        for row in entry["left_out"]:
+            table.add_row(family, row["target"], "-", f"left out: {row['reason']}", style="yellow")
     return table

@@ -8,3 +8,4 @@ FIRST_LATENCY_ATTR = "first_latency_ratio"  # the candidate's latency before fin
 # Trials record their latency constraint themselves (`trial.set_constraint`, <= 0 is feasible);
 # constraint-aware samplers (NSGA-II, TPE) read it from there and prefer feasible trials.
 CONSTRAINT_NAME = "latency"
+FULL_EVALUATION_ATTR = "full_evaluation"  # study attr: {trial number: {"val_accuracy", "test_accuracy"}}

@@ -13,17 +13,16 @@ import functools
 import multiprocessing
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from slimsearch.config import SearchConfig
-from slimsearch.errors import InfeasibleBudgetError, SlimsearchError
-from slimsearch.evaluators.size import packed_size_bytes, parameter_count
+from slimsearch.errors import SlimsearchError
 from slimsearch.search import recovery
 from slimsearch.search import storage as st
+from slimsearch.search.capability import searched_space
 from slimsearch.search.environment import environment_info
 from slimsearch.search.faults import MAX_CONSECUTIVE_FAILURES, guard_objective, past
 from slimsearch.search.priors import compute_priors, ensure_priors
@@ -31,8 +30,6 @@ from slimsearch.search.proposals import needs_priors
 from slimsearch.search.reevaluate import reevaluate_front
 from slimsearch.search.samplers import create_sampler
 from slimsearch.search.trial import TrialContext, run_trial
-from slimsearch.spaces import Space
-from slimsearch.techniques import build_student
 
 WORKER_ATTR = "worker"  # host:pid of the process that ran a trial
 
@@ -44,6 +41,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     from slimsearch.tasks import task_from_config
 
     console = console or Console(stderr=True)
+    _split_threads(config.jobs)  # before the teacher, the probe and the sensitivity pass train or run
     # The time budget counts from here: loading the task and checking the budget are part of it.
     deadline = time.time() + config.time_budget if config.time_budget is not None else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -51,7 +49,7 @@ def run_search(config: SearchConfig, *, console: Console | None = None, quiet: b
     st.prepare_run_dir(run_dir)
     with st.run_lock(run_dir):
         task = task_from_config(config, task=task)
-        space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
+        space = searched_space(task, config, run_dir, report=_reporter(console))
         storage_url = config.storage or st.default_storage_url(run_dir)
         expected = st.fingerprint(config, space.signature())
         existing = _load_existing(st.open_storage(storage_url), config.run_name)
@@ -137,7 +135,9 @@ def _backend(config: SearchConfig, console: Console):
         from slimsearch.search import ray_backend
 
         return ray_backend.preflight, ray_backend.optimize, ray_backend.compute_priors
-    return _preflight, functools.partial(work, console=console), compute_priors
+    from slimsearch.search.preflight import preflight
+
+    return preflight, functools.partial(work, console=console), compute_priors
 
 
 def _load_existing(storage, name: str):
@@ -146,45 +146,6 @@ def _load_existing(storage, name: str):
     if name not in optuna.study.get_all_study_names(storage=storage):
         return None
     return optuna.load_study(study_name=name, storage=storage)
-
-
-def _preflight(context: TrialContext, console: Console) -> dict:
-    """Measure the teacher and the most compressed candidate: refuse a budget nothing can meet."""
-    config, task, space = context.config, context.task, context.space
-    try:
-        smallest = build_student(space.extreme_candidate(), task.teacher, task.example_input, config.space)
-        with tempfile.TemporaryDirectory(prefix="slimsearch-preflight-") as tmp:
-            measured, _ = context.measure(smallest, Path(tmp), lower_bound=True)
-        teacher_ms, teacher_iqr_ms, smallest_ms = measured.teacher.value_ms, measured.teacher.iqr_ms, measured.student.value_ms
-    except Exception as error:  # a user model may not survive the extreme; its trials will say so
-        console.print(f"warning: the most compressed candidate could not be built or timed "
-                      f"({type(error).__name__}: {error}); the budget is not checked up front", highlight=False,
-                      markup=False, soft_wrap=True)
-        teacher = context.measure_teacher()
-        teacher_ms, teacher_iqr_ms, smallest_ms = teacher.median_ms, teacher.iqr_ms, None
-    budget = config.latency_budget
-    if smallest_ms is not None and budget.violation(smallest_ms, teacher_ms) > 0:
-        target = config.target
-        raise InfeasibleBudgetError(
-            f"latency budget {budget} cannot be met: the most compressed candidate in this space measures "
-            f"{smallest_ms:.3f} ms against the teacher's {teacher_ms:.3f} ms ({target.runtime} on {target.device}, "
-            f"batch {target.batch_size}, {target.threads} thread(s)); allowed: a budget above {smallest_ms:.3f}ms "
-            f"or {smallest_ms / teacher_ms:.2f}x"
-        )
-    from slimsearch.evaluators.accuracy import accuracy
-
-    return {
-        "latency_ms": teacher_ms,
-        "latency_iqr_ms": teacher_iqr_ms,
-        "smallest_candidate_latency_ms": smallest_ms,
-        "val_accuracy": accuracy(task.teacher, task.val, workers=task.loader_workers),
-        "test_accuracy": accuracy(task.teacher, task.test, workers=task.loader_workers),
-        **({"search_val_accuracy": accuracy(task.teacher, task.search_val, workers=task.loader_workers),
-            "val_samples": len(task.search_val)} if task.val_is_subset else {}),
-        "size_bytes": packed_size_bytes(task.teacher),
-        "params_count": parameter_count(task.teacher),
-        "name": task.name,
-    }
 
 
 def _count(study, state: str) -> int:
@@ -279,7 +240,6 @@ def _start_workers(config: SearchConfig, run_dir: Path, deadline: float | None) 
     """For `jobs` > 1: extra processes on the same study, cores split between them."""
     if config.jobs <= 1:
         return []
-    _split_threads(config.jobs)
     spawn = multiprocessing.get_context("spawn")
     workers = [spawn.Process(target=_worker_main, args=(config.to_dict(), str(run_dir), deadline), daemon=True)
                for _ in range(config.jobs - 1)]
@@ -289,12 +249,19 @@ def _start_workers(config: SearchConfig, run_dir: Path, deadline: float | None) 
 
 
 def _split_threads(jobs: int) -> None:
-    import torch
+    from slimsearch.search.threads import size_threads
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    size_threads(jobs)
 
 
 def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None) -> None:
+    try:
+        _work_in_worker(config_data, run_dir, deadline)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the group; the driver says the one line
+        pass
+
+
+def _work_in_worker(config_data: dict, run_dir: str, deadline: float | None) -> None:
     import optuna
 
     from slimsearch.tasks import task_from_config
@@ -303,7 +270,7 @@ def _worker_main(config_data: dict, run_dir: str, deadline: float | None = None)
     _split_threads(config.jobs)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task = task_from_config(config)
-    space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
+    space = searched_space(task, config, Path(run_dir))  # the driver's space.json
     context = TrialContext.create(config, task, space, Path(run_dir))
     console = Console(stderr=True, quiet=True)  # the driver reports for the whole search
     try:

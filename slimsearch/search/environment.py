@@ -49,5 +49,7 @@ def environment_info(config: SearchConfig) -> dict:
         "batch_size": target.batch_size,
         "threads": target.threads,
         "training_device": compute_device(),
+        # torch's pool in the search process (search/threads.py): fine-tuning's float rounding follows it
+        "torch_threads": torch.get_num_threads(),
         "latency": config.to_dict()["latency"],
     }

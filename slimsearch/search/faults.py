@@ -23,6 +23,7 @@ reopen the study for every trial; the timer costs nothing while no trial overrun
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -30,10 +31,11 @@ import time
 import warnings
 from typing import Callable, Iterator, Sequence
 
+from slimsearch.errors import StopRequested
 from slimsearch.search.storage import FAIL_REASON_ATTR, OBJECTIVES
 
 
-class TrialTimeoutError(Exception):
+class TrialTimeoutError(StopRequested):
     """A trial ran past `faults.trial_timeout`. An Exception, so Optuna fails the trial and goes on."""
 
 
@@ -92,8 +94,43 @@ def check_finite(values: Sequence[float]) -> None:
         raise FloatingPointError(f"the trial returned non-finite objectives: {', '.join(bad)}")
 
 
+INTERRUPT_REASON = "interrupted: Ctrl-C (SIGINT) stopped the search during this trial; its candidate is queued again"
+
+
+class _QuietInterrupts(logging.Filter):
+    """Optuna logs a failed trial with its traceback. A Ctrl-C is not a failure of the trial: the
+    search says so in one line, so Optuna's two lines about the interrupted trial are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {number} failed") for number in self.trials)
+
+
+_QUIET_INTERRUPTS = _QuietInterrupts()
+
+
+def _on_interrupt(trial) -> None:
+    """Record why the trial stopped and queue its candidate again, silently: the CLI prints the one line."""
+    from slimsearch.search.recovery import requeue
+
+    _QUIET_INTERRUPTS.trials.add(trial.number)
+    trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPT_REASON)
+    requeue(trial.study, trial.number, trial.params, trial.user_attrs, report=None)
+
+
 def guard_objective(run: Callable, *, trial_timeout: float | None) -> Callable:
-    """`run(trial)` under the time limit, with its objectives checked and any failure's reason recorded."""
+    """`run(trial)` under the time limit, with its objectives checked and any failure's reason recorded.
+
+    Ctrl-C (KeyboardInterrupt) still stops the search, but the trial it interrupts is recorded
+    with that reason and its candidate queued again, so the next session runs it first.
+    """
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    if _QUIET_INTERRUPTS not in optimize_logger.filters:
+        optimize_logger.addFilter(_QUIET_INTERRUPTS)
 
     def objective(trial):
         start = time.monotonic()
@@ -112,6 +149,9 @@ def guard_objective(run: Callable, *, trial_timeout: float | None) -> Callable:
         except Exception as error:
             if FAIL_REASON_ATTR not in trial.user_attrs:  # the trial records its own failures; a fallback
                 record_failure(trial, error)
+            raise
+        except KeyboardInterrupt:
+            _on_interrupt(trial)
             raise
 
     return objective

@@ -116,7 +116,7 @@ def concurrent_trials(config: SearchConfig) -> int:
 
 
 def preflight(context, console: Console) -> dict:
-    """The driver's budget check, run as a Ray task on a target node (see driver._preflight)."""
+    """The driver's budget check, run as a Ray task on a target node (see search/preflight.py)."""
     return _on_target_node(ray_worker.preflight_on_node, context)
 
 

@@ -32,8 +32,8 @@ def trial_context(config_data: dict, run_dir: str):
     import torch
 
     from slimsearch.config import SearchConfig
+    from slimsearch.search.capability import searched_space
     from slimsearch.search.trial import TrialContext
-    from slimsearch.spaces import Space
     from slimsearch.tasks import task_from_config
 
     key = json.dumps([config_data, run_dir], sort_keys=True)
@@ -43,7 +43,7 @@ def trial_context(config_data: dict, run_dir: str):
         # Ray gives a trial `cpus_per_trial` cores; torch's pool would otherwise take the machine.
         torch.set_num_threads(max(1, int(config.ray.cpus_per_trial)))
         task = task_from_config(config)
-        space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
+        space = searched_space(task, config, Path(run_dir))  # the driver's space.json, on a shared run folder
         _contexts[key] = TrialContext.create(config, task, space, Path(run_dir))
     return _contexts[key]
 
@@ -132,10 +132,10 @@ def preflight_on_node(config_data: dict, run_dir: str) -> dict:
     """The driver's budget check and teacher measurement, run where trials run (a target node)."""
     from rich.console import Console
 
-    from slimsearch.search.driver import _preflight
+    from slimsearch.search.preflight import preflight
 
     try:
-        return _preflight(trial_context(config_data, run_dir), Console(stderr=True))
+        return preflight(trial_context(config_data, run_dir), Console(stderr=True))
     finally:
         close_contexts()  # a task's worker process idles in Ray's pool afterwards; free its measurer
 

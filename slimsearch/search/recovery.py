@@ -26,7 +26,7 @@ import warnings
 from typing import Callable
 
 from slimsearch.search.origins import ORIGIN_ATTR, RETRIED_ORIGIN_ATTR, RETRY, origin_of
-from slimsearch.search.storage import FAIL_REASON_ATTR
+from slimsearch.search.attrs import FAIL_REASON_ATTR
 
 RETRY_OF_ATTR = "retry_of"
 RETRIES_ATTR = "retries"
@@ -70,17 +70,23 @@ def stale_trial_callback(report: Report) -> Callable:
 
 
 def _requeue(study, trial, report: Report) -> None:
-    reason = trial.user_attrs.get(FAIL_REASON_ATTR, "interrupted")
-    retries = trial.user_attrs.get(RETRIES_ATTR, 0) + 1
-    if not trial.params:  # lost before its candidate was sampled: nothing to re-evaluate
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed.")
+    requeue(study, trial.number, trial.params, trial.user_attrs, report)
+
+
+def requeue(study, number: int, params: dict, user_attrs: dict, report: Report | None) -> None:
+    """Queue trial `number`'s candidate again (its params), unless it has none or was lost too often;
+    `report` (None: silently) says what happened."""
+    reason = user_attrs.get(FAIL_REASON_ATTR, "interrupted")
+    retries = user_attrs.get(RETRIES_ATTR, 0) + 1
+    report = report or (lambda message: None)
+    if not params:  # lost before its candidate was sampled: nothing to re-evaluate
+        report(f"Trial {number} was {reason}; it is recorded as failed.")
     elif retries > MAX_RETRIES:
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed. Its candidate was lost "
+        report(f"Trial {number} was {reason}; it is recorded as failed. Its candidate was lost "
                f"{retries} times, so it is not queued again.")
     else:
         # The retry says it is one (origin `retry`) and keeps what the lost trial was, so a
         # warm-start point keeps its exemption from screening (search/fidelity.py).
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries,
-                                                      ORIGIN_ATTR: RETRY, RETRIED_ORIGIN_ATTR: origin_of(trial.user_attrs)},
-                            skip_if_exists=False)
-        report(f"Trial {trial.number} was {reason}; it is recorded as failed and its candidate is queued again.")
+        study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number, RETRIES_ATTR: retries, ORIGIN_ATTR: RETRY,
+                                                RETRIED_ORIGIN_ATTR: origin_of(user_attrs)}, skip_if_exists=False)
+        report(f"Trial {number} was {reason}; it is recorded as failed and its candidate is queued again.")

@@ -13,13 +13,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-FULL_EVALUATION_ATTR = "full_evaluation"  # study attr: {trial number: {"val_accuracy", "test_accuracy"}}
-
-
-def full_evaluations(study) -> dict[int, dict[str, float]]:
-    """The full-split figures recorded so far, by trial number."""
-    stored = study.user_attrs.get(FULL_EVALUATION_ATTR) or {}
-    return {int(number): figures for number, figures in stored.items()}
+from slimsearch.reports.data import full_evaluations, search_front_trials
+from slimsearch.search.attrs import FULL_EVALUATION_ATTR
 
 
 def reevaluate_front(study, context, report: Callable[[str], None]) -> int:
@@ -27,8 +22,6 @@ def reevaluate_front(study, context, report: Callable[[str], None]) -> int:
     task = context.task
     if not task.val_is_subset:
         return 0
-    from slimsearch.reports.data import search_front_trials
-
     done = full_evaluations(study)
     pending = [trial for trial in search_front_trials(study) if trial.number not in done]
     if not pending:
@@ -55,11 +48,13 @@ def _evaluate(trial, context) -> dict[str, float] | None:
     from optuna.artifacts import download_artifact
 
     from slimsearch.evaluators.accuracy import accuracy
+    from slimsearch.evaluators.deployed_accuracy import deployed_accuracy
     from slimsearch.search.storage import artifact_store
-    from slimsearch.search.trial import WEIGHTS_ATTR, load_student
+    from slimsearch.search.trial import WEIGHTS_ATTR, latency_settings, load_student
     from slimsearch.spaces import Candidate
 
     task, config = context.task, context.config
+    splits = {"val": task.val, "test": task.test}
     with tempfile.TemporaryDirectory(prefix="slimsearch-reevaluate-") as tmp:
         path = Path(tmp) / "weights.pt"
         try:
@@ -68,5 +63,8 @@ def _evaluate(trial, context) -> dict[str, float] | None:
         except Exception:  # a worker on another machine keeps its own artifacts (README: workers)
             return None
         student = load_student(Candidate.from_dict(trial.user_attrs["candidate"]), task, config, path)
-    return {"val_accuracy": accuracy(student, task.val, workers=task.loader_workers),
-            "test_accuracy": accuracy(student, task.test, workers=task.loader_workers)}
+        # A quantized or early-exit model's figures are its deployed form's, as in the trial itself.
+        deployed = deployed_accuracy(student, task, latency_settings(config), Path(tmp), splits)
+    if deployed is None:
+        deployed = {name: accuracy(student, split, workers=task.loader_workers) for name, split in splits.items()}
+    return {f"{name}_accuracy": value for name, value in deployed.items()}

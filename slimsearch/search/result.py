@@ -77,7 +77,7 @@ class Result:
     def export(self, *, trial: int | None = None, best_under: str | None = None, knee: bool = False,
                out: str | Path | None = None):
         """Export a trial (default: the most accurate feasible one) as deployable, verified artifacts."""
-        from slimsearch.export import export_trial
+        from slimsearch.exporter import export_trial
 
         return export_trial(self, trial=trial, best_under=best_under, knee=knee, out=out)
 

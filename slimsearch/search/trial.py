@@ -23,7 +23,8 @@ from slimsearch.evaluators import latency as latency_eval
 from slimsearch.evaluators import runtimes
 from slimsearch.evaluators.accuracy import accuracy
 from slimsearch.evaluators.compute import compute_device, use_device
-from slimsearch.evaluators.deploy import export_onnx
+from slimsearch.evaluators.deploy import export_onnx, exporters_in
+from slimsearch.evaluators.deployed_accuracy import deployed_accuracy
 from slimsearch.evaluators.exit_deploy import export_early_exit, is_early_exit, segment_files
 from slimsearch.evaluators.latency_cache import LatencyCache, architecture_key
 from slimsearch.evaluators.latency_worker import IsolatedMeasurer
@@ -304,14 +305,23 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
             return screen.outcome["accuracy"], first.student.value_ms, float(size_bytes)
         with stage("evaluate"):
             val_accuracy = _finite(accuracy(student, task.search_val, workers=task.loader_workers), "validation accuracy")
+            splits = {"val": task.search_val}
             if not task.val_is_subset:  # else front models get it when re-evaluated (search/reevaluate.py)
                 trial.set_user_attr("test_accuracy", accuracy(student, task.test, workers=task.loader_workers))
+                splits["test"] = task.test
+            deployed = deployed_accuracy(student, task, latency_settings(config), workdir, splits)
+            if deployed is not None:  # quantized or exits: the shipped form's figures lead, torch's kept beside
+                trial.set_user_attr("torch_accuracy", {"val": val_accuracy, "test": trial.user_attrs.get("test_accuracy")})
+                val_accuracy = _finite(deployed["val"], "deployed validation accuracy")
+                if "test" in deployed:
+                    trial.set_user_attr("test_accuracy", deployed["test"])
         with stage("latency"):
             # The final model is exported again (BatchNorm statistics and weights updated); when
             # it deploys to the graph already timed, the latency cache answers without timing.
             final, exit_shares = context.measure(student, workdir, stage=stage)
         violation = config.latency_budget.violation(final.student.value_ms, final.teacher.value_ms)
         trial.set_user_attr("onnx_bytes", _deployed_bytes(workdir))
+        trial.set_user_attr("onnx_exporter", exporters_in(workdir))  # "torchscript", or "dynamo" where it fell back
         if exit_shares is not None:
             trial.set_user_attr("exit_shares", exit_shares)
         _save_weights(trial, student, workdir, context.run_dir)

@@ -30,8 +30,9 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     from slimsearch.search.driver import has_work, open_worker_storage, work
     from slimsearch.search.progress import SearchProgress
     from slimsearch.search.samplers import create_sampler
+    from slimsearch.search.threads import size_threads
     from slimsearch.search.trial import TrialContext
-    from slimsearch.spaces import Space
+    from slimsearch.search.capability import searched_space
     from slimsearch.tasks import task_from_config
 
     console = console or Console(stderr=True)
@@ -42,8 +43,9 @@ def run_worker(run_dir: str | Path, *, storage: str | None = None, trial_timeout
     config = _study_config(study, run_dir, storage_url, trial_timeout)
 
     st.prepare_run_dir(run_dir)
+    size_threads()
     task = task_from_config(config)
-    space = Space.discover(task.teacher, task.example_input, config.space, target=config.target)
+    space = searched_space(task, config, run_dir)
     st.check_fingerprint(study, st.fingerprint(config, space.signature()), run_dir)
     if not (run_dir / st.RUN_FILE).exists():  # a new machine: `front` and `report` work from here too
         st.write_run_file(run_dir, storage_url=storage_url, study_name=study_name, config=config)

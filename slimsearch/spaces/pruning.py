@@ -3,9 +3,19 @@
 A dependency group is the set of layers whose channels must be removed together (a residual
 add couples every conv feeding it; a depthwise conv follows its producer). The knob is named
 after the group's root layer, which is the layer Torch-Pruning ranks channels by.
+
+Channels that come in blocks (the input or output of a grouped, not depthwise, convolution, or
+a GroupNorm) are pruned alike in every block, as Torch-Pruning's own pruner does: a grouped
+conv's weight holds one block's inputs per output, so the blocks must stay the same size.
+A model whose graph Torch-Pruning cannot build (a channel shuffle's reshape, for one) offers
+no pruning knob, with the reason, instead of failing the search.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -14,18 +24,50 @@ from slimsearch.spaces.introspect import WEIGHTED_LAYERS, output_layers, stage_n
 from slimsearch.spaces.knobs import FloatRange, Knob, KnobFamily, Untouched, register_family
 
 
+@dataclass(frozen=True)
+class PruneGroup:
+    root: nn.Module
+    members: tuple[nn.Module, ...]  # the weighted layers losing output channels with the root
+    channel_groups: int = 1  # the channels come in this many equal blocks, pruned alike
+
+
 def dependency_groups(model: nn.Module, example_input: torch.Tensor, ignored: list[nn.Module]):
-    """(root module, [modules whose output channels the group removes]) per prunable group."""
+    """(Torch-Pruning's DependencyGraph, a PruneGroup per prunable group)."""
     import torch_pruning as tp
 
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    with warnings.catch_warnings():
+        # Parameters outside a layer (ConvNeXt's layer scale) are pruned along their last non-singleton
+        # axis, their channels; Torch-Pruning says so on every build. The capability probe checks it.
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHTED_LAYERS):
         root = group[0].dep.target.module
-        members = [item.dep.target.module for item in group
-                   if graph.is_out_channel_pruning_fn(item.dep.handler) and isinstance(item.dep.target.module, WEIGHTED_LAYERS)]
-        groups.append((root, members))
+        members = tuple(item.dep.target.module for item in group
+                        if graph.is_out_channel_pruning_fn(item.dep.handler)
+                        and isinstance(item.dep.target.module, WEIGHTED_LAYERS))
+        blocks = max([_channel_blocks(item.dep.target.module) for item in group], default=1)
+        groups.append(PruneGroup(root, members, blocks))
     return graph, groups
+
+
+def _channel_blocks(module: nn.Module) -> int:
+    if isinstance(module, nn.GroupNorm):
+        return module.num_groups
+    groups = getattr(module, "groups", 1)
+    if isinstance(module, nn.modules.conv._ConvNd) and groups > 1 and not module.in_channels == module.out_channels == groups:
+        return groups  # grouped; a depthwise conv follows its channels one by one
+    return 1
+
+
+def pruning_step(channels: int, channel_groups: int, round_to: int) -> int:
+    """Remaining widths are multiples of this: `round_to` (CPU kernels stay on their vectorised
+    paths), and of the channel blocks where there are any, relaxed to the blocks alone when both
+    together would leave nothing to choose."""
+    if channel_groups <= 1:
+        return round_to
+    step = math.lcm(round_to, channel_groups)
+    return step if channels >= 2 * step else channel_groups
 
 
 def out_channels(module: nn.Module) -> int:
@@ -41,20 +83,36 @@ class PruneFamily(KnobFamily):
         heads = output_layers(calls)
         stages = stage_names(calls)
         names = {module: name for name, module in model.named_modules()}
-        _, groups = dependency_groups(model, example_input, [call.module for call in heads])
+        try:
+            _, groups = dependency_groups(model, example_input, [call.module for call in heads])
+        except Exception as error:  # Torch-Pruning follows channels through every op, or through none
+            return [], [Untouched(self.name, "*", f"Torch-Pruning cannot build this model's dependency graph "
+                                                  f"({_describe(error)}); no layer can be pruned")]
         knobs, untouched = [], []
         for head in heads:
             untouched.append(Untouched(self.name, head.name, "its outputs are the model's outputs"))
         domain = FloatRange(0.0, settings.max_prune_ratio, settings.prune_step)
         call_order = {call.name: index for index, call in enumerate(calls)}
-        groups.sort(key=lambda group: call_order.get(names[group[0]], len(call_order)))
-        for root, _members in groups:
-            name = names[root]
-            channels = out_channels(root)
-            if channels < 2 * settings.round_to:
-                untouched.append(Untouched(self.name, name,
-                                           f"{channels} channels: too few to prune in steps of round_to={settings.round_to}"))
+        groups.sort(key=lambda group: call_order.get(names[group.root], len(call_order)))
+        for group in groups:
+            name = names[group.root]
+            channels = out_channels(group.root)
+            step = pruning_step(channels, group.channel_groups, settings.round_to)
+            if channels < 2 * step:
+                blocks = f" in {group.channel_groups} blocks" if group.channel_groups > 1 else ""
+                untouched.append(Untouched(self.name, name, f"{channels} channels{blocks}: too few to prune in "
+                                                            f"steps of {step} (round_to={settings.round_to})"))
                 continue
             knobs.append(Knob(self.name, name, domain, default=0.0, extreme=settings.max_prune_ratio,
                               stage=stages.get(name, "head")))
         return knobs, untouched
+
+
+def _describe(error: BaseException) -> str:
+    """'ZeroDivisionError in update_reshape_index_mapping: ...': the error and where it was raised."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" in {frames[-1].name}" if frames else ""
+    message = (str(error).strip().splitlines() or [""])[0][:160]
+    return f"{type(error).__name__}{where}" + (f": {message}" if message else "")

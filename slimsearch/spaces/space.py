@@ -67,6 +67,23 @@ class Space:
             untouched += skipped
         return cls(tuple(knobs), tuple(untouched), settings.granularity)
 
+    def without(self, excluded: list[Untouched] | tuple[Untouched, ...]) -> Space:
+        """This space with the named knobs left out, each recorded as untouched with its reason."""
+        dropped = {(u.family, u.target) for u in excluded}
+        knobs = tuple(k for k in self.knobs if (k.family, k.target) not in dropped)
+        return Space(knobs, (*self.untouched, *excluded), self.granularity)
+
+    def narrowed(self, ceilings: dict[tuple[str, str], float]) -> Space:
+        """This space with the named range knobs' highest value (and extreme) lowered to the ceiling."""
+        knobs = []
+        for knob in self.knobs:
+            high = ceilings.get((knob.family, knob.target))
+            if high is not None and isinstance(knob.domain, FloatRange):
+                domain = FloatRange(knob.domain.low, high, knob.domain.step)
+                knob = dataclasses.replace(knob, domain=domain, extreme=high, default=min(knob.default, high))
+            knobs.append(knob)
+        return Space(tuple(knobs), self.untouched, self.granularity)
+
     def parameters(self) -> list[Parameter]:
         tied: dict[str, list[Knob]] = {}
         for knob in self.knobs:

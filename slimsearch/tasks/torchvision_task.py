@@ -15,7 +15,7 @@ from torch import nn
 from slimsearch.errors import TaskError
 from slimsearch.evaluators.train import fit
 from slimsearch.tasks.base import Task
-from slimsearch.tasks.digits import digits_splits
+from slimsearch.tasks.digits_data import digits_splits
 from slimsearch.tasks.teachers import task_with_cached_teacher, teacher_key
 
 DATASETS = ("digits",)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+import zlib
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +58,43 @@ class ExitHead(nn.Module):
     A coarse grid rather than one global average: early features say *where* strokes are more
     than *what* they form, and a global average throws that away (on digits a globally pooled
     head after the first stage was right on about a quarter of the samples).
+
+    The pooling is torch's adaptive average pooling, written so that it exports at any map size
+    and layout: where the grid divides the map it is one fixed average pool (what ONNX export
+    makes of adaptive pooling then), elsewhere (a 13 x 13 map to 4 x 4) the same overlapping
+    bins as slices and means, which ONNX's AveragePool cannot express and the exporter refuses
+    for adaptive pooling. A channels-last input (N, H, W, C) is moved to channels-first first,
+    so the linear layer always reads channel-major features.
     """
 
-    def __init__(self, channels: int, num_classes: int, dims: int, grid: int = GRID) -> None:
+    def __init__(self, channels: int, num_classes: int, spatial: tuple[int, ...], *, channel_axis: int = 1,
+                 grid: int = GRID) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(grid) if dims == 2 else nn.AdaptiveAvgPool1d(grid)
-        self.fc = nn.Linear(channels * grid ** dims, num_classes)
+        self.channel_axis = channel_axis
+        self.spatial = tuple(int(size) for size in spatial)
+        self.grid = max(1, min(grid, *self.spatial))
+        self.fc = nn.Linear(channels * self.grid ** len(self.spatial), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(x), 1))
+        if self.channel_axis != 1:
+            x = x.movedim(self.channel_axis, 1)
+        return self.fc(torch.flatten(self._pool(x), 1))
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        grid, dims = self.grid, len(self.spatial)
+        if all(size % grid == 0 for size in self.spatial) and dims <= 3:
+            kernel = tuple(size // grid for size in self.spatial)
+            if all(k == 1 for k in kernel):
+                return x
+            return (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dims - 1](x, kernel, kernel)
+        for axis, size in enumerate(self.spatial, start=2):
+            if size == grid:
+                continue
+            # Bin i covers [floor(i * size / grid), ceil((i + 1) * size / grid)), as in torch's
+            # adaptive pooling, so the two agree exactly.
+            bins = [(i * size // grid, -(-(i + 1) * size // grid)) for i in range(grid)]
+            x = torch.cat([x.narrow(axis, start, end - start).mean(axis, keepdim=True) for start, end in bins], dim=axis)
+        return x
 
 
 class EarlyExitModel(nn.Module):
@@ -122,10 +151,17 @@ def apply(model: nn.Module, choices: dict[str, object], *, example_input: torch.
     if num_classes is None:
         with torch.no_grad():
             num_classes = model.eval()(example_input).shape[1]
-    heads = [ExitHead(point.shape[1], num_classes, dims=len(point.shape) - 2, grid=min(GRID, *point.shape[2:]))
-             for point in chosen]
+    heads = [_head(point, num_classes) for point in chosen]
     segments = split(graph_module, [point.node for point in chosen], heads)
     return EarlyExitModel(segments, [p.stage for p in chosen], [live[p.stage] for p in chosen], criterion)
+
+
+def _head(point, num_classes: int) -> ExitHead:
+    """A fresh head, initialised from a seed of its stage's name: the global random state differs
+    from one study (and trial) to the next, and a candidate must train the same in any of them."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(point.stage.encode()))
+        return ExitHead(point.channels, num_classes, point.spatial, channel_axis=point.channel_axis)
 
 
 def split(graph_module: fx.GraphModule, cut_nodes: list[str], heads: list[nn.Module]) -> list[fx.GraphModule]:

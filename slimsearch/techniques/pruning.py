@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimsearch.spaces.introspect import output_layers, trace_layers
-from slimsearch.spaces.pruning import dependency_groups, out_channels
+from slimsearch.spaces.pruning import dependency_groups, out_channels, pruning_step
 from slimsearch.techniques.replacement import origin_names
 
 
@@ -45,19 +45,31 @@ def apply(model: nn.Module, ratios: dict[str, float], *, example_input: torch.Te
     # A ratio is keyed by the teacher layer that rooted its group; after a substitution that
     # layer's outputs come from a sub-layer ("conv.pointwise"), which now sits in the group.
     origin = origin_names(model)
-    for root, members in groups:
+    for group_info in groups:
+        root, members = group_info.root, group_info.members
         ratio = next((ratios[key] for key in (origin.get(names[m], names[m]) for m in [root, *members])
                       if key in ratios), None)
         if ratio is None:
             continue
         channels = out_channels(root)
-        remove = channels - kept_channels(channels, ratio, round_to)
+        blocks = group_info.channel_groups
+        remove = channels - kept_channels(channels, ratio, pruning_step(channels, blocks, round_to))
         if remove <= 0:
             continue
         prune_out = graph.get_pruner_of_module(root).prune_out_channels
         scores = importance(graph.get_pruning_group(root, prune_out, idxs=list(range(channels))))
-        weakest = torch.argsort(scores)[:remove].tolist()
-        group = graph.get_pruning_group(root, prune_out, idxs=weakest)
+        group = graph.get_pruning_group(root, prune_out, idxs=_weakest(scores, remove, blocks))
         if graph.check_pruning_group(group):
             group.prune()
     return model
+
+
+def _weakest(scores: torch.Tensor, remove: int, blocks: int) -> list[int]:
+    """The `remove` channels to remove; with channels in `blocks` equal blocks, the same positions
+    in every block, ranked by their importance averaged over the blocks (so a grouped conv keeps
+    equal groups, and its per-group weight layout stays valid)."""
+    if blocks <= 1:
+        return torch.argsort(scores)[:remove].tolist()
+    size = len(scores) // blocks
+    positions = torch.argsort(scores.view(blocks, size).mean(dim=0))[:remove // blocks]
+    return sorted(int(position) + block * size for block in range(blocks) for position in positions)

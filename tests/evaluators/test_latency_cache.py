@@ -46,5 +46,6 @@ def test_a_trial_times_its_architecture_once(tiny_settings):
     fine_tuned = [t for t in result.study.trials if t.user_attrs.get("stopped_early") is None]
     assert fine_tuned
     # Timed before fine-tuning; the fine-tuned form deploys to the same graph and is not timed again.
-    assert all(t.user_attrs["latency_cache_hits"] == 1 for t in fine_tuned)
+    # (The untrained form may itself be a hit, when a latency probe of the priors timed that graph.)
+    assert all(t.user_attrs["latency_cache_hits"] >= 1 for t in fine_tuned)
     assert (result.run_dir / "latency-cache.jsonl").exists()

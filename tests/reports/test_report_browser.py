@@ -27,8 +27,9 @@ def test_report_draws_the_front_with_no_errors(tiny_result, tmp_path_factory):
     with open_page(report.as_uri()) as page:
         assert page.problems == {"console": [], "pageerror": [], "dialog": [], "network": []}
         traces = page.evaluate("""() => document.getElementById('plot-front').data
-                                          .map(t => ({uid: t.uid, n: (t.x || []).length}))""")
-        # The front is drawn one trace per origin (the proposer that chose each model).
+                                          .map(t => ({uid: t.uid || '', n: (t.x || []).length}))""")
+        # The front is drawn one trace per origin (the proposer that chose each model); the teacher
+        # and the budget line are traces without a uid.
         front = [t for t in traces if t["uid"].startswith("front")]
         assert sum(t["n"] for t in front) == len(tiny_result.front), traces
         assert {t["uid"].removeprefix("front-") for t in front} == set(tiny_result.front["origin"]) or not len(tiny_result.front)

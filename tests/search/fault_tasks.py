@@ -27,6 +27,31 @@ class NeedsSixteenChannels(nn.Module):
         return self.head(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
 
 
+class NoMiddleWidths(nn.Module):
+    """A user model whose own code has no path for middle widths of its conv (40 to 56 of 64
+    channels), as a hand-tuned kernel might not. The capability probe tries each knob at its
+    extreme and at 0.5 only (8 and 32 channels here), so these candidates fail in their trials."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 64, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        if 40 <= self.conv.out_channels <= 56:
+            raise RuntimeError(f"NoMiddleWidths has no path for {self.conv.out_channels} channels in conv")
+        return self.head(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def picky() -> Task:
+    train, val, test = digits_splits(size=8)
+    torch.manual_seed(0)
+    return Task(name="picky", teacher=NoMiddleWidths().eval(), train=train, val=val, test=test,
+                example_input=train.tensors[0][:1], num_classes=10)
+
+
 def fragile() -> Task:
     train, val, test = digits_splits(size=8)
     torch.manual_seed(0)

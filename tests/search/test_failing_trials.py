@@ -7,14 +7,14 @@ def test_failed_trials_keep_their_reason_and_the_search_completes(tiny_settings,
     from tests.conftest import REPO
 
     monkeypatch.syspath_prepend(str(REPO))
-    # Optuna's random sampler over every knob: its seed-5 draws are what this test relies on.
-    settings = {**tiny_settings, "task": "tests.search.fault_tasks:fragile", "sampler": "random", "seed": 5,
+    # The model fails at middle widths, which the capability probe (extreme and 0.5) does not try.
+    settings = {**tiny_settings, "task": "tests.search.fault_tasks:picky", "sampler": "random", "seed": 4,
                 "proposers": ["sampler"], "parametrisation": "layer", "warm_start": False,
                 "trials": 5, "latency_budget": "2x", "space": {"families": ["prune", "distill"]}}
     result = slimsearch.search(**settings)
     trials = result.trials
     failed = trials[trials["state"] == "fail"]
     assert (trials["state"] == "complete").sum() == 5
-    assert len(failed) >= 1, "seed 5 samples prune ratios that leave 8 channels"
-    assert failed["fail_reason"].str.contains("needs >= 16 channels").all()
+    assert len(failed) >= 1, "the warm start's pruning at 0.1 and seed 4's draws leave 40 to 56 channels"
+    assert failed["fail_reason"].str.contains("NoMiddleWidths has no path for").all()
     assert set(result.front["trial"]).isdisjoint(failed["trial"])

@@ -167,9 +167,9 @@ def test_search_runs_on_a_two_node_ray_cluster_and_reads_like_any_run(ray_cluste
 
 @pytest.mark.ray
 def test_a_trial_that_raises_on_a_node_is_failed_with_its_reason(ray_cluster, tiny_settings, tmp_path):
-    settings = {**tiny_settings, "task": "tests.search.fault_tasks:fragile", "sampler": "random", "seed": 5,
+    settings = {**tiny_settings, "task": "tests.search.fault_tasks:picky", "sampler": "random", "seed": 5,
                 "trials": 2, "latency_budget": "2x", "space": {"families": ["prune", "distill"]}, "backend": "ray",
-                "warm_start": False, "proposers": ["sampler"], "parametrisation": "layer"}  # seed 5's random draws
+                "warm_start": False, "proposers": ["sampler"], "parametrisation": "layer"}  # the seed-5 random draws (48 channels first) are what this test relies on
     run = slimsearch_cli("run", str(write_toml(tmp_path / "search.toml", settings)), "--address", ray_cluster.address)
     assert run.returncode == 0, run.stderr
     from slimsearch.search.result import Result
@@ -177,8 +177,8 @@ def test_a_trial_that_raises_on_a_node_is_failed_with_its_reason(ray_cluster, ti
     trials = Result(tmp_path / "runs" / "tiny").trials
     failed = trials[trials["state"] == "fail"]
     assert (trials["state"] == "complete").sum() == 2
-    assert len(failed) >= 1, "seed 5 samples prune ratios that leave 8 channels"
-    assert failed["fail_reason"].str.contains("needs >= 16 channels").all()
+    assert len(failed) >= 1, "seed 5 samples prune ratios that leave 40 to 56 channels"
+    assert failed["fail_reason"].str.contains("NoMiddleWidths has no path for").all()
     assert set(Result(tmp_path / "runs" / "tiny").front["trial"]).isdisjoint(failed["trial"])
 
 

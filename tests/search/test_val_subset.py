@@ -6,7 +6,7 @@ from optuna.artifacts import download_artifact
 
 import slimsearch
 from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.search.reevaluate import full_evaluations
+from slimsearch.reports.data import full_evaluations
 from slimsearch.search.storage import artifact_store
 from slimsearch.search.trial import WEIGHTS_ATTR, load_student
 from slimsearch.spaces import Candidate

@@ -95,3 +95,27 @@ def mixed_size_images() -> Task:
     teacher = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 2)).eval()
     return Task(name="mixed-sizes", teacher=teacher, train=splits[0], val=splits[1], test=splits[2],
                 example_input=splits[0][0][0].unsqueeze(0), num_classes=2)
+
+
+class _TiedWeights(nn.Module):
+    """A CNN whose middle conv is applied through its weight (F.conv2d), not called as a module:
+    pruning the conv before it cannot reach that weight, so a probe must leave that knob out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1)
+        self.body = nn.Conv2d(16, 16, 3, padding=1)
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(torch.nn.functional.conv2d(x, self.body.weight, self.body.bias, padding=1))
+        return self.head(torch.relu(self.down(x)).mean((2, 3)))
+
+
+def tied_weights() -> Task:
+    train, val, test = digits_splits(size=8)
+    torch.manual_seed(0)
+    return Task(name="tied-weights", teacher=_TiedWeights().eval(), train=train, val=val, test=test,
+                example_input=train.tensors[0][:1], num_classes=10)

@@ -86,7 +86,7 @@ def random_genomes(genome: Genome, count: int, rng: np.random.Generator) -> np.n
 
 
 def front_rows(knowledge: Knowledge, history: History) -> np.ndarray:
-    """Encoded rows of the measured front (fine-tuned, feasible, non-dominated)."""
+    """Encoded rows of the measured front (fine-tuned, feasible, non-dominated, not too inaccurate)."""
     from slimsearch.search.pareto import pareto_indices
 
     records = [r for r in history.fine_tuned() if r.feasible and r.latency_ratio and r.size_bytes]
@@ -94,8 +94,9 @@ def front_rows(knowledge: Knowledge, history: History) -> np.ndarray:
         return np.zeros((0, knowledge.encoding.width))
     points = knowledge.objectives([r.accuracy for r in records], [r.latency_ratio for r in records],
                                   [r.size_bytes for r in records])
-    front = pareto_indices(points.tolist(), ("minimize",) * 3)
-    return np.array([records[i].row for i in front])
+    # Parents worth varying: on the front and within the loss the hypervolume counts.
+    front = [i for i in pareto_indices(points.tolist(), ("minimize",) * 3) if points[i, 0] < knowledge.reference[0]]
+    return np.array([records[i].row for i in front]).reshape(len(front), knowledge.encoding.width)
 
 
 def mutants(knowledge: Knowledge, parents: np.ndarray, per_parent: int, rng: np.random.Generator) -> np.ndarray:

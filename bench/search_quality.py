@@ -108,6 +108,7 @@ def run_one(task_name: str, task, method: str, seed: int, seconds: float, runs_d
     shutil.rmtree(config.run_dir, ignore_errors=True)  # every run starts afresh: no resuming an old one
     # Every method pays for its own priors pass: none reuses an earlier run's (search/priors.py).
     shutil.rmtree(default_cache_dir() / "priors", ignore_errors=True)
+    shutil.rmtree(default_cache_dir() / "probes", ignore_errors=True)  # nor the capability probe's
     if method == "hand":
         points = _queue_hand_baseline(config, task)
         config = SearchConfig.from_mapping({"trials": points}, source="bench", base=config)

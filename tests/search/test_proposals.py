@@ -115,3 +115,38 @@ def test_the_sampler_records_origins_and_keeps_queued_trials_as_they_are(setup):
     attrs = study.get_trials()[1].user_attrs
     assert attrs["origin"] == WARM_START and candidate != queued
     assert attrs["proposal_seconds"] >= 0
+
+
+def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_models_widen(setup):
+    from slimsearch.search.proposals.knowledge import TRUST_LATENCY_STEP, TRUST_SIZE_STEP
+
+    engine, space = engine_for(setup, warm_start=False, proposers=["predictor", "allocation"])
+    knowledge = engine.knowledge
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    history = engine._history(study.get_trials(deepcopy=False))
+    assert knowledge.trust_floors(history) == (TRUST_LATENCY_STEP, TRUST_SIZE_STEP)  # from the teacher
+    for _ in range(4):
+        latency_floor, size_floor = knowledge.trust_floors(engine._history(study.get_trials(deepcopy=False)))
+        proposal = engine.propose(study.get_trials(deepcopy=False))
+        predicted = proposal.predicted
+        assert predicted["latency_ratio"] >= latency_floor
+        assert predicted["size_bytes"] / knowledge.teacher_size >= size_floor
+        record(study, space, engine, proposal)
+    # Each accurate fine-tuned model widens the region to a step past it.
+    history = engine._history(study.get_trials(deepcopy=False))
+    fastest = min(r.latency_ratio for r in history.fine_tuned())
+    smallest = min(r.size_bytes for r in history.fine_tuned()) / knowledge.teacher_size
+    assert knowledge.trust_floors(history) == pytest.approx((fastest * TRUST_LATENCY_STEP, smallest * TRUST_SIZE_STEP))
+
+
+def test_a_proposer_that_raises_is_skipped_with_a_warning_and_the_next_one_proposes(setup):
+    engine, _ = engine_for(setup, warm_start=False)
+
+    class Broken:
+        def propose(self, history, rng):
+            raise IndexError("index 0 is out of bounds")
+
+    engine.proposers[ALLOCATION] = Broken()
+    with pytest.warns(RuntimeWarning, match="the allocation proposer failed .*IndexError"):
+        proposal = engine.propose([])
+    assert proposal is not None and proposal.origin != ALLOCATION

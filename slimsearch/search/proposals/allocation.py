@@ -40,13 +40,16 @@ class AllocationProposer(Proposer):
     def propose(self, history: History, rng: np.random.Generator) -> Proposal | None:
         tried = history.tried
         floors = [f for f in FLOORS if f in self._widths()] or [None]
-        targets = [target * self.knowledge.budget_ratio for target in TARGETS]
+        # Only targets inside the trust region, and no size step past it (search/proposals/knowledge.py).
+        latency_floor, size_floor = self.knowledge.trust_floors(history)
+        targets = [target * self.knowledge.budget_ratio for target in TARGETS
+                   if target * self.knowledge.budget_ratio >= latency_floor]
         reached = self._speed_path(targets)
         for target in targets:
             if target not in reached:
                 continue
             for floor in floors:
-                row = self._shrink(reached[target], floor)
+                row = self._shrink(reached[target], floor, size_floor)
                 candidate = self.knowledge.encoding.decode(row[None, :])[0]
                 if candidate.key not in tried:
                     predicted = self.knowledge.predict(row[None, :])
@@ -56,7 +59,7 @@ class AllocationProposer(Proposer):
     def allocate(self, target_ratio: float, floor: int | None) -> np.ndarray | None:
         """The allocation for one latency target and bit-width floor (None if the target is out of reach)."""
         row = self._speed_path([target_ratio]).get(target_ratio)
-        return None if row is None else self._shrink(row, floor)
+        return None if row is None else self._shrink(row, floor)  # outside any search: no trust region
 
     def _speed_path(self, targets: list[float]) -> dict[float, np.ndarray]:
         """One greedy walk from the teacher, the row where it first meets each target (targets it
@@ -83,7 +86,9 @@ class AllocationProposer(Proposer):
             row = moves[int(np.argmax(np.where(useful, saved / lost, -np.inf)))]
         return reached
 
-    def _shrink(self, row: np.ndarray, floor: int | None) -> np.ndarray:
+    def _shrink(self, row: np.ndarray, floor: int | None, size_floor: float = 0.0) -> np.ndarray:
+        """Lower bit widths down to `floor` while each step is cheap in accuracy and the size stays
+        at or above `size_floor` (a ratio to the teacher's bytes)."""
         knowledge = self.knowledge
         if floor is None:
             return row
@@ -95,7 +100,8 @@ class AllocationProposer(Proposer):
             predicted = knowledge.predict(moves)
             saved = np.log(current.size_bytes[0]) - np.log(predicted.size_bytes)
             lost = current.accuracy[0] - predicted.accuracy
-            allowed = (saved > 0) & (lost <= SIZE_STEP_TOLERANCE) & (predicted.latency_ratio <= current.latency_ratio[0] * 1.01)
+            allowed = ((saved > 0) & (lost <= SIZE_STEP_TOLERANCE) & (predicted.latency_ratio <= current.latency_ratio[0] * 1.01)
+                       & (predicted.size_bytes / knowledge.teacher_size >= size_floor))
             if not allowed.any():
                 break
             score = np.where(allowed, saved / (np.maximum(lost, 0.0) + 1e-5), -np.inf)

@@ -74,7 +74,8 @@ class History:
                 if r.row is not None and (r.accuracy is not None or r.screened_accuracy is not None)]
 
     def count(self, origin: str) -> int:
-        return sum(1 for record in self.records if record.origin == origin)
+        """Trials `origin` proposed (the trial being proposed for, with no candidate yet, is not one)."""
+        return sum(1 for record in self.records if record.origin == origin and record.row is not None)
 
 
 class Proposer(abc.ABC):

@@ -9,6 +9,7 @@ by how many trials they have already proposed; one with nothing to offer passes 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ class ProposalEngine:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._finished: dict = {}  # trial number -> Record of a finished trial
+        self._failed: set[str] = set()  # proposers that raised (each warned about once)
 
     def propose(self, trials) -> Proposal | None:
         """The next proposal for a study whose trials (Optuna FrozenTrials) are `trials`."""
@@ -61,13 +63,27 @@ class ProposalEngine:
             if proposal is not None:
                 return proposal
         if self.knowledge is not None:
-            self.knowledge.refit(history)
+            try:
+                self.knowledge.refit(history)
+            except Exception as error:  # proposers go on with what the predictors learnt before
+                self._warn_once("predictors' refit", error)
         order = [origin for origin in self.schedule if origin in self.proposers]
         if not order:
             return None
         turn = sum(history.count(origin) for origin in set(order))
         for step in range(len(order)):
-            proposal = self.proposers[order[(turn + step) % len(order)]].propose(history, self._rng)
+            origin = order[(turn + step) % len(order)]
+            try:
+                proposal = self.proposers[origin].propose(history, self._rng)
+            except Exception as error:  # a proposer's bug must not fail the trial: the next one proposes
+                self._warn_once(f"the {origin} proposer", error)
+                continue
             if proposal is not None:
                 return proposal
         return None
+
+    def _warn_once(self, origin: str, error: Exception) -> None:
+        if origin not in self._failed:
+            self._failed.add(origin)
+            warnings.warn(f"{origin} failed ({type(error).__name__}: {error}); the search goes on without it "
+                          f"this time", RuntimeWarning, stacklevel=2)

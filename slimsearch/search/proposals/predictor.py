@@ -9,7 +9,8 @@ The pool is drawn fresh for every proposal:
 Each is scored by the hypervolume it is predicted to add to the front of fine-tuned, feasible
 trials (with the running trials' predicted points counted in, so parallel workers spread out),
 its accuracy taken half a typical prediction error optimistically, among those predicted
-within the latency budget. A prediction never stands in for a measurement: the chosen
+within the latency budget and inside the trust region (search/proposals/knowledge.py: at most
+twice as fast and five times smaller than the most compressed accurate model measured so far). A prediction never stands in for a measurement: the chosen
 candidate is trained and measured like any other.
 """
 
@@ -43,7 +44,7 @@ class PredictorProposer(Proposer):
         if len(pool) == 0:
             return None
         predicted = knowledge.predict(pool)
-        feasible = knowledge.feasible(predicted)
+        feasible = knowledge.feasible(predicted) & knowledge.trusted(predicted, knowledge.trust_floors(history))
         if not feasible.any():
             return None
         pool = pool[feasible]
@@ -71,8 +72,8 @@ def candidate_pool(knowledge: Knowledge, history: History, rng: np.random.Genera
             parts.append(crossovers(parents, CROSSOVERS, rng))
     pool = encoding.snap(np.vstack(parts))
     keys = encoding.keys(pool)
-    tried = {key for key in encoding.keys(np.array([r.row for r in history.records if r.row is not None]))} \
-        if history.records else set()
+    tried_rows = [r.row for r in history.records if r.row is not None]  # the running trial may have none yet
+    tried = set(encoding.keys(np.array(tried_rows))) if tried_rows else set()
     keep, seen = [], set()
     for index, key in enumerate(keys):
         if key not in tried and key not in seen:

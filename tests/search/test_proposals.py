@@ -118,13 +118,13 @@ def test_the_sampler_records_origins_and_keeps_queued_trials_as_they_are(setup):
 
 
 def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_models_widen(setup):
-    from slimsearch.search.proposals.knowledge import TRUST_LATENCY_STEP, TRUST_SIZE_STEP
+    from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_SIZE_STEP
 
     engine, space = engine_for(setup, warm_start=False, proposers=["predictor", "allocation"])
     knowledge = engine.knowledge
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     history = engine._history(study.get_trials(deepcopy=False))
-    assert knowledge.trust_floors(history) == (TRUST_LATENCY_STEP, TRUST_SIZE_STEP)  # from the teacher
+    assert knowledge.trust_floors(history) == pytest.approx((0.6 * TRUST_LATENCY_STEP, TRUST_SIZE_STEP))  # budget, teacher
     for _ in range(4):
         latency_floor, size_floor = knowledge.trust_floors(engine._history(study.get_trials(deepcopy=False)))
         proposal = engine.propose(study.get_trials(deepcopy=False))
@@ -136,7 +136,8 @@ def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_mod
     history = engine._history(study.get_trials(deepcopy=False))
     fastest = min(r.latency_ratio for r in history.fine_tuned())
     smallest = min(r.size_bytes for r in history.fine_tuned()) / knowledge.teacher_size
-    assert knowledge.trust_floors(history) == pytest.approx((fastest * TRUST_LATENCY_STEP, smallest * TRUST_SIZE_STEP))
+    assert knowledge.trust_floors(history) == pytest.approx((min(fastest, 0.6) * TRUST_LATENCY_STEP,
+                                                            min(smallest, 1.0) * TRUST_SIZE_STEP))
 
 
 def test_a_proposer_that_raises_is_skipped_with_a_warning_and_the_next_one_proposes(setup):
@@ -150,3 +151,46 @@ def test_a_proposer_that_raises_is_skipped_with_a_warning_and_the_next_one_propo
     with pytest.warns(RuntimeWarning, match="the allocation proposer failed .*IndexError"):
         proposal = engine.propose([])
     assert proposal is not None and proposal.origin != ALLOCATION
+
+
+def test_no_proposal_is_as_fast_and_as_small_as_a_model_that_fine_tuned_badly(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
+    knowledge = engine.knowledge
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    proposal = engine.propose(study.get_trials(deepcopy=False))
+    record(study, space, engine, proposal)
+    trial = study.get_trials()[0]
+    # What the predictor expected, it did not get: the model lost half its accuracy.
+    study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                              values=[0.5, *trial.values[1:]], user_attrs=trial.user_attrs))
+    history = engine._history(study.get_trials(deepcopy=False))
+    (failed_latency, failed_size), = knowledge.failures(history)
+    rows = engine.encoding.encode([engine.propose(study.get_trials(deepcopy=False)).candidate for _ in range(3)])
+    predicted = knowledge.predict(rows)
+    assert not np.any((predicted.latency_ratio <= failed_latency)
+                      & (predicted.size_bytes / knowledge.teacher_size <= failed_size))
+
+
+def test_each_knob_moves_only_a_step_past_what_accurate_models_took(setup):
+    from slimsearch.search.proposals.trust import PRUNE_STEP
+
+    engine, space = engine_for(setup, warm_start=False)
+    knowledge = engine.knowledge
+    levels = knowledge.levels
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    first = knowledge.knob_limits(engine._history([]))
+    # From the teacher: pruning up to PRUNE_STEP, one bit-width step (8 bits), one separable conv.
+    assert np.allclose(first.prune, PRUNE_STEP) and np.all(first.widths == 1)
+    assert first.separable == 1 and first.lowrank == 1
+    for _ in range(8):
+        history = engine._history(study.get_trials(deepcopy=False))
+        limits = knowledge.knob_limits(history)
+        proposal = engine.propose(study.get_trials(deepcopy=False))
+        if proposal.origin != SAMPLER:  # the sampler explores outside the region
+            assert levels.within(engine.encoding.encode([proposal.candidate]), limits)[0]
+        record(study, space, engine, proposal)
+    history = engine._history(study.get_trials(deepcopy=False))
+    prune, widths, separable, _ = levels.levels(np.array([r.row for r in history.fine_tuned()]))
+    limits = knowledge.knob_limits(history)
+    assert np.allclose(limits.prune, np.maximum(prune.max(axis=0), 0.0) + PRUNE_STEP)
+    assert np.all(limits.widths == widths.max(axis=0) + 1) and limits.separable == separable.max() + 1

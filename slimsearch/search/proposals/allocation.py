@@ -20,11 +20,14 @@ import numpy as np
 from slimsearch.search.origins import ALLOCATION
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
+from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, Limits
 from slimsearch.spaces.quant import INTEGER_BITS, decode_choice
 
 # Latency targets as fractions of the budget, in the order they are proposed: the budget and
 # its middle first, so a short search covers the range early.
 TARGETS = (1.0, 0.5, 0.7, 0.35, 0.25, 0.85, 0.6, 0.42, 0.3, 0.18)
+# Latency targets as fractions of the fastest accurate model measured so far, proposed first.
+BEYOND_FRONT = (0.85, 0.7)
 FLOORS = (4, 2)  # the lowest width the size phase may give a layer: a cautious and a bold variant
 PRUNE_STEP = 0.05  # the ratio grid when a knob has none of its own
 SIZE_STEP_TOLERANCE = 0.002  # predicted accuracy one bit-width step may cost in the size phase
@@ -40,19 +43,26 @@ class AllocationProposer(Proposer):
     def propose(self, history: History, rng: np.random.Generator) -> Proposal | None:
         tried = history.tried
         floors = [f for f in FLOORS if f in self._widths()] or [None]
-        # Only targets inside the trust region, and no size step past it (search/proposals/knowledge.py).
-        latency_floor, size_floor = self.knowledge.trust_floors(history)
-        targets = [target * self.knowledge.budget_ratio for target in TARGETS
-                   if target * self.knowledge.budget_ratio >= latency_floor]
-        reached = self._speed_path(targets)
+        # Targets just past the fastest accurate model first (where the front can grow), then the
+        # budget's; only inside the trust region, with no size step past it (search/proposals/knowledge.py).
+        knowledge = self.knowledge
+        latency_floor, size_floor = knowledge.trust_floors(history)
+        fastest = latency_floor / TRUST_LATENCY_STEP  # the fastest accurate model, or the budget
+        budget = knowledge.budget_ratio
+        targets = [fastest * fraction for fraction in BEYOND_FRONT if fastest < budget]
+        targets = [t for t in dict.fromkeys(targets + [budget * fraction for fraction in TARGETS]) if t >= latency_floor]
+        limits = knowledge.knob_limits(history)
+        reached = self._speed_path(targets, limits)
         for target in targets:
             if target not in reached:
                 continue
             for floor in floors:
-                row = self._shrink(reached[target], floor, size_floor)
-                candidate = self.knowledge.encoding.decode(row[None, :])[0]
+                row = self._shrink(reached[target], floor, size_floor, limits)
+                predicted = knowledge.predict(row[None, :])
+                if not knowledge.trusted(row[None, :], predicted, history)[0]:
+                    continue
+                candidate = knowledge.encoding.decode(row[None, :])[0]
                 if candidate.key not in tried:
-                    predicted = self.knowledge.predict(row[None, :])
                     return Proposal(candidate, ALLOCATION, predicted=predicted.record(0, target_ratio=float(target)))
         return None
 
@@ -61,7 +71,7 @@ class AllocationProposer(Proposer):
         row = self._speed_path([target_ratio]).get(target_ratio)
         return None if row is None else self._shrink(row, floor)  # outside any search: no trust region
 
-    def _speed_path(self, targets: list[float]) -> dict[float, np.ndarray]:
+    def _speed_path(self, targets: list[float], limits: Limits | None = None) -> dict[float, np.ndarray]:
         """One greedy walk from the teacher, the row where it first meets each target (targets it
         cannot reach are left out): every target's allocation from a single pass."""
         knowledge = self.knowledge
@@ -74,7 +84,7 @@ class AllocationProposer(Proposer):
                 reached[pending.pop(0)] = row.copy()
             if not pending:
                 break
-            moves = self._moves(row, speed=True, floor=None)
+            moves = self._within(self._moves(row, speed=True, floor=None), limits)
             if len(moves) == 0:
                 break
             predicted = knowledge.predict(moves)
@@ -86,7 +96,8 @@ class AllocationProposer(Proposer):
             row = moves[int(np.argmax(np.where(useful, saved / lost, -np.inf)))]
         return reached
 
-    def _shrink(self, row: np.ndarray, floor: int | None, size_floor: float = 0.0) -> np.ndarray:
+    def _shrink(self, row: np.ndarray, floor: int | None, size_floor: float = 0.0,
+                limits: Limits | None = None) -> np.ndarray:
         """Lower bit widths down to `floor` while each step is cheap in accuracy and the size stays
         at or above `size_floor` (a ratio to the teacher's bytes)."""
         knowledge = self.knowledge
@@ -94,7 +105,7 @@ class AllocationProposer(Proposer):
             return row
         for _ in range(MAX_STEPS):
             current = knowledge.predict(row[None, :])
-            moves = self._moves(row, speed=False, floor=floor)
+            moves = self._within(self._moves(row, speed=False, floor=floor), limits)
             if len(moves) == 0:
                 break
             predicted = knowledge.predict(moves)
@@ -107,6 +118,12 @@ class AllocationProposer(Proposer):
             score = np.where(allowed, saved / (np.maximum(lost, 0.0) + 1e-5), -np.inf)
             row = moves[int(np.argmax(score))]
         return row
+
+    def _within(self, moves: np.ndarray, limits: Limits | None) -> np.ndarray:
+        """The moves inside the trust region's knob limits (all of them without limits)."""
+        if limits is None or len(moves) == 0:
+            return moves
+        return moves[self.knowledge.levels.within(moves, limits)]
 
     def _moves(self, row: np.ndarray, *, speed: bool, floor: int | None) -> np.ndarray:
         """Every single-knob step from `row`: for speed, pruning, int8, separable and low rank; for

@@ -17,6 +17,7 @@ import numpy as np
 
 from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor
 from slimsearch.search.proposals.base import History
+from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_SIZE_STEP, KnobLevels, Limits
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.genome import Genome
 from slimsearch.spaces.layout import Layout
@@ -24,14 +25,6 @@ from slimsearch.spaces.layout import Layout
 # Models losing more than this share of the teacher's accuracy add nothing to the hypervolume
 # the proposers maximise.
 LOSS_REFERENCE = 0.10
-# The trust region (NetAdapt style, progressive): a predictor or allocation proposal may be at
-# most this much faster, and this much smaller, than the fastest and the smallest fine-tuned model
-# measured within LOSS_REFERENCE so far (the teacher before any). The accuracy model learns from
-# measurements near where it predicts; far past them its additive damage terms are optimistic (on
-# digits, a model pruned by 0.9 in four groups with every layer at 4 bits was predicted at 98%
-# and fine-tuned to 42%), so the region widens only as compressed models prove accurate.
-TRUST_LATENCY_STEP = 0.5
-TRUST_SIZE_STEP = 0.2
 
 
 @dataclass
@@ -59,6 +52,7 @@ class Knowledge:
         self.teacher_accuracy = teacher_accuracy
         self.teacher_size = float(teacher.get("size_bytes") or layout.teacher["size_bytes"][0])
         self.budget_ratio = budget_ratio
+        self.levels = KnobLevels(self.encoding)
         probes = priors.get("latency_probes", [])
         rows = self.encoding.encode([Candidate.from_dict(probe["candidate"]) for probe in probes])
         self._probes = [LatencyObservation(row, float(probe["ratio"])) for row, probe in zip(rows, probes)]
@@ -129,17 +123,41 @@ class Knowledge:
         predicted = self.predict(np.array(rows))
         return self.objectives(predicted.accuracy, predicted.latency_ratio, predicted.size_bytes)
 
+    # --- the trust region (search/proposals/trust.py) -------------------------------------------
     def trust_floors(self, history: History) -> tuple[float, float]:
         """(latency ratio, size ratio) below which a proposal leaves the trust region."""
-        good = [r for r in history.fine_tuned() if r.latency_ratio and r.size_bytes
-                and r.accuracy >= self.teacher_accuracy * (1.0 - LOSS_REFERENCE)]
-        latency = min([1.0] + [float(r.latency_ratio) for r in good])
+        good = self._accurate(history)
+        # The latency side starts from the budget: a proposal must meet it anyway.
+        latency = min([1.0, self.budget_ratio] + [float(r.latency_ratio) for r in good])
         size = min([1.0] + [float(r.size_bytes) / self.teacher_size for r in good])
         return latency * TRUST_LATENCY_STEP, size * TRUST_SIZE_STEP
 
-    def trusted(self, predicted: Predicted, floors: tuple[float, float]) -> np.ndarray:
-        """Which predicted candidates lie inside the trust region `floors` (see TRUST_LATENCY_STEP)."""
-        return (predicted.latency_ratio >= floors[0]) & (predicted.size_bytes / self.teacher_size >= floors[1])
+    def knob_limits(self, history: History) -> Limits:
+        good = self._accurate(history)
+        return self.levels.limits(np.array([r.row for r in good]).reshape(len(good), self.encoding.width))
+
+    def failures(self, history: History) -> np.ndarray:
+        """(latency ratio, size ratio) of the fine-tuned models that lost more than LOSS_REFERENCE."""
+        bad = [(float(r.latency_ratio), float(r.size_bytes) / self.teacher_size) for r in self._measured(history)
+               if r.accuracy < self.teacher_accuracy * (1.0 - LOSS_REFERENCE)]
+        return np.array(bad).reshape(len(bad), 2)
+
+    def _accurate(self, history: History) -> list:
+        return [r for r in self._measured(history) if r.accuracy >= self.teacher_accuracy * (1.0 - LOSS_REFERENCE)]
+
+    @staticmethod
+    def _measured(history: History) -> list:
+        return [r for r in history.fine_tuned() if r.latency_ratio and r.size_bytes]
+
+    def trusted(self, rows: np.ndarray, predicted: Predicted, history: History) -> np.ndarray:
+        """Which candidates (`rows`, their predictions) lie inside the trust region."""
+        latency_floor, size_floor = self.trust_floors(history)
+        size = predicted.size_bytes / self.teacher_size
+        inside = (predicted.latency_ratio >= latency_floor) & (size >= size_floor)
+        inside &= self.levels.within(rows, self.knob_limits(history))
+        for failed_latency, failed_size in self.failures(history):  # as fast and as small as a failure
+            inside &= ~((predicted.latency_ratio <= failed_latency) & (size <= failed_size))
+        return inside
 
     def feasible(self, predicted: Predicted) -> np.ndarray:
         return predicted.latency_ratio <= self.budget_ratio

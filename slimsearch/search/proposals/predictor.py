@@ -9,8 +9,9 @@ The pool is drawn fresh for every proposal:
 Each is scored by the hypervolume it is predicted to add to the front of fine-tuned, feasible
 trials (with the running trials' predicted points counted in, so parallel workers spread out),
 its accuracy taken half a typical prediction error optimistically, among those predicted
-within the latency budget and inside the trust region (search/proposals/knowledge.py: at most
-twice as fast and five times smaller than the most compressed accurate model measured so far). A prediction never stands in for a measurement: the chosen
+within the latency budget and inside the trust region (search/proposals/knowledge.py: a step
+past the most compressed accurate models measured so far, and never as fast and as small as a
+model that fine-tuned badly). A prediction never stands in for a measurement: the chosen
 candidate is trained and measured like any other.
 """
 
@@ -44,7 +45,7 @@ class PredictorProposer(Proposer):
         if len(pool) == 0:
             return None
         predicted = knowledge.predict(pool)
-        feasible = knowledge.feasible(predicted) & knowledge.trusted(predicted, knowledge.trust_floors(history))
+        feasible = knowledge.feasible(predicted) & knowledge.trusted(pool, predicted, history)
         if not feasible.any():
             return None
         pool = pool[feasible]

@@ -1,0 +1,91 @@
+"""The trust region the predictor and the allocation propose in (NetAdapt's progressive shrinking).
+
+The accuracy model adds up what single layers lose, measured before any fine-tuning
+(search/predictors.py). Near the models a search has measured that sum ranks candidates well;
+far past them it is optimistic in ways no calibration on a dozen trials corrects. On digits,
+with a few accurate models measured, the predictor's favourites fine-tuned to 50-65% where it
+expected 97-99%: groups pruned by 0.9 because their 0.5 probe barely mattered, every layer at 2
+bits because one layer at 2 bits costs nothing untuned, six of seven convs separable at once.
+
+So a proposal may go only a step past what accurate models (fine-tuned, within LOSS_REFERENCE of
+the teacher) have already shown to work, knob by knob:
+- each prune group's ratio at most PRUNE_STEP above the highest ratio an accurate model gave it;
+- each layer at most one bit-width step below the lowest an accurate model gave it (float, then
+  8 bits (int8 or half), then 4, then 2);
+- at most one conv more made separable, and one layer more factorised, than any accurate model had;
+and, on the objectives, at most 1/TRUST_LATENCY_STEP times as fast and 1/TRUST_SIZE_STEP times as
+small as the fastest and the smallest accurate model (the budget and the teacher before any), and
+never both as fast and as small as a fine-tuned model that lost more than LOSS_REFERENCE.
+The region widens as compressed models prove accurate; the warm start's points widen it at once.
+The sampler is not bound by it: it explores, and multi-fidelity screening stops its misses early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimsearch.spaces.quant import decode_choice
+
+PRUNE_STEP = 0.25
+TRUST_LATENCY_STEP = 0.6
+TRUST_SIZE_STEP = 0.4
+
+
+def width_step(bits: int) -> int:
+    """How many bit-width steps below float: 0 for 32, 1 for 16 and 8, 2 for 4 (and 5-7), 3 for 2-3."""
+    if bits >= 32:
+        return 0
+    if bits >= 8:
+        return 1
+    return 2 if bits >= 4 else 3
+
+
+@dataclass
+class Limits:
+    prune: np.ndarray  # per prune column: the highest ratio allowed
+    widths: np.ndarray  # per quant column: the most bit-width steps below float allowed
+    separable: int  # convs made separable, at most
+    lowrank: int  # layers factorised, at most
+
+
+class KnobLevels:
+    """How far each candidate row compresses, knob by knob, in the terms the limits use."""
+
+    def __init__(self, encoding):
+        self.encoding = encoding
+        knobs = encoding.knobs
+        self.prune = encoding.columns("prune")
+        self.quant = encoding.columns("quant")
+        self.separable = encoding.columns("separable")
+        self.lowrank = encoding.columns("lowrank")
+        # Lookup tables from a column's option index to its level.
+        self._steps = [np.array([width_step(decode_choice(o)[0]) for o in knobs[c].domain.options]) for c in self.quant]
+        self._made_separable = [np.array([o is True for o in knobs[c].domain.options]) for c in self.separable]
+        self._factorised = [np.array([float(o) < 1.0 for o in knobs[c].domain.options]) for c in self.lowrank]
+
+    def levels(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.atleast_2d(rows)
+        prune = rows[:, self.prune] if self.prune else np.zeros((len(rows), 0))
+        widths = _lookup(rows, self.quant, self._steps)
+        separable = _lookup(rows, self.separable, self._made_separable).sum(axis=1)
+        lowrank = _lookup(rows, self.lowrank, self._factorised).sum(axis=1)
+        return prune, widths, separable, lowrank
+
+    def limits(self, accurate_rows: np.ndarray) -> Limits:
+        """A step past the most that any of `accurate_rows` took (the teacher's nothing if none)."""
+        prune, widths, separable, lowrank = self.levels(np.vstack([self.encoding.default[None, :], accurate_rows]))
+        return Limits(prune=prune.max(axis=0) + PRUNE_STEP, widths=widths.max(axis=0) + 1,
+                      separable=int(separable.max()) + 1, lowrank=int(lowrank.max()) + 1)
+
+    def within(self, rows: np.ndarray, limits: Limits) -> np.ndarray:
+        prune, widths, separable, lowrank = self.levels(rows)
+        return (np.all(prune <= limits.prune + 1e-9, axis=1) & np.all(widths <= limits.widths, axis=1)
+                & (separable <= limits.separable) & (lowrank <= limits.lowrank))
+
+
+def _lookup(rows: np.ndarray, columns: list[int], tables: list[np.ndarray]) -> np.ndarray:
+    if not columns:
+        return np.zeros((len(rows), 0), dtype=int)
+    return np.column_stack([table[rows[:, column].astype(int)] for column, table in zip(columns, tables)])

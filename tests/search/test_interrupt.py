@@ -27,8 +27,9 @@ def test_ctrl_c_says_one_line_and_the_interrupted_candidate_runs_on_resume(tiny_
     command = [sys.executable, "-m", "slimsearch.cli", "run", str(write_toml(tmp_path / "search.toml", settings)), "--quiet"]
     run_dir = tmp_path / "runs" / "tiny"
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the latency worker too.
+    # SIGINT as a terminal gives it: a test run in the background (`make test &`) inherits it ignored.
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not [t for t in _trials(run_dir) if t.state.name == "RUNNING" and "candidate" in t.user_attrs]:

@@ -15,17 +15,21 @@ class LayerTrace:
     name: str
     module: nn.Module
     output_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] = ()  # of its first input, when that is a tensor
 
 
 @torch.no_grad()
 def trace_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerTrace]:
-    """Weighted layers in the order the forward pass calls them, with their output shapes."""
+    """Weighted layers in the order the forward pass calls them (a layer called twice appears
+    twice), with their output shapes and their first input's."""
     names = {module: name for name, module in model.named_modules()}
     calls: list[LayerTrace] = []
 
-    def record(module: nn.Module, _inputs, output) -> None:
+    def record(module: nn.Module, inputs, output) -> None:
         if isinstance(output, torch.Tensor):
-            calls.append(LayerTrace(names[module], module, tuple(output.shape)))
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            calls.append(LayerTrace(names[module], module, tuple(output.shape),
+                                    tuple(first.shape) if first is not None else ()))
 
     handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, WEIGHTED_LAYERS)]
     was_training = model.training

@@ -24,7 +24,7 @@ from torch import nn
 
 from slimsearch.spaces.encoding import Encoding
 from slimsearch.spaces.exits import CRITERION, OFF
-from slimsearch.spaces.introspect import WEIGHTED_LAYERS, stage_names
+from slimsearch.spaces.introspect import WEIGHTED_LAYERS, LayerTrace, stage_names, trace_layers
 from slimsearch.spaces.quant import decode_choice, INTEGER_BITS
 from slimsearch.spaces.space import Space
 
@@ -90,12 +90,13 @@ class Layout:
     @classmethod
     def discover(cls, space: Space, model: nn.Module, example_input: torch.Tensor, *, round_to: int) -> Layout:
         encoding = Encoding(space)
-        calls = _trace(model, example_input)
-        stages = stage_names([_Call(name, shape) for name, _, shape in calls])
+        calls = _first_calls(model, example_input)
+        stages = stage_names(calls)
         modules = dict(model.named_modules())
-        out_group, in_group, other_group = _prune_membership(model, example_input, encoding, [calls[-1][0]] if calls else [])
+        out_group, in_group, other_group = _prune_membership(model, example_input, encoding, [calls[-1].name] if calls else [])
         layers = []
-        for name, in_shape, out_shape in calls:
+        for call in calls:
+            name, in_shape, out_shape = call.name, call.input_shape, call.output_shape
             layer = modules[name]
             linear = isinstance(layer, nn.Linear)
             stage = stages.get(name, "head")
@@ -259,33 +260,13 @@ def _overhead_bits(bits: np.ndarray, kmeans: np.ndarray, c_out: np.ndarray, ops:
     return extra
 
 
-@dataclass(frozen=True)
-class _Call:
-    name: str
-    output_shape: tuple[int, ...]
-
-
-@torch.no_grad()
-def _trace(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, tuple, tuple]]:
-    """(name, input shape, output shape) of each weighted layer, in the order the forward pass first calls it."""
-    names = {module: name for name, module in model.named_modules()}
-    calls: dict[str, tuple[str, tuple, tuple]] = {}
-
-    def record(module, inputs, output) -> None:
-        name = names[module]
-        if name not in calls and isinstance(output, torch.Tensor) and inputs and isinstance(inputs[0], torch.Tensor):
-            calls[name] = (name, tuple(inputs[0].shape), tuple(output.shape))
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, WEIGHTED_LAYERS)]
-    was_training = model.training
-    try:
-        model.eval()
-        model(example_input)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return list(calls.values())
+def _first_calls(model: nn.Module, example_input: torch.Tensor) -> list[LayerTrace]:
+    """Each weighted layer's first call in the forward pass (with a tensor input), in call order."""
+    first: dict[str, LayerTrace] = {}
+    for call in trace_layers(model, example_input):
+        if call.input_shape and call.name not in first:
+            first[call.name] = call
+    return list(first.values())
 
 
 def _prune_membership(model: nn.Module, example_input: torch.Tensor, encoding: Encoding, heads: list[str]):

@@ -7,8 +7,9 @@ proposal. So the teacher's layer table is read once: every conv / linear layer w
 kernel and feature-map sizes, which pruning group removes its output and its input channels,
 and its stage. From it and an encoded candidate matrix (spaces/encoding.py) `Layout.features`
 computes, per candidate: multiply-accumulates split by how they run (dense float, dense int8,
-depthwise), weighted ops, activation elements, the activations entering int8 layers, packed
-weight bytes, and the same for every early-exit prefix.
+depthwise), weighted ops, activation elements, the activations entering int8 layers, weights
+by how they are stored (float or int8), packed weight bytes, and the same for every early-exit
+prefix.
 
 Nothing here is a latency or an accuracy. Latency is fitted to these features from measured
 trials (search/predictors.py); the features only have to be what drives it.
@@ -31,8 +32,10 @@ from slimsearch.spaces.space import Space
 FLOAT_BITS = 32
 EXIT_GRID = 4  # techniques/exits.GRID: an exit head pools to at most this grid
 # Latency features of one execution path, in this order (search/predictors.py fits weights to them).
+# Weights by how they are stored: where feature maps are small (resnet18's last stages on 32 x 32
+# inputs run at 2 x 2 and 1 x 1) a layer's time goes to reading its weights, not to arithmetic.
 LATENCY_FEATURES = ("graph", "macs_float", "macs_int8", "macs_depthwise", "ops_float", "ops_int8",
-                    "activations", "int8_inputs", "segments")
+                    "activations", "int8_inputs", "segments", "weights_float", "weights_int8")
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class Layout:
             per_layer[:, index, feature["ops_int8"]] = np.where(integer, ops, 0.0)
             per_layer[:, index, feature["activations"]] = layer.out_positions * c_out
             per_layer[:, index, feature["int8_inputs"]] = np.where(integer, layer.in_positions * c_in, 0.0)
+            per_layer[:, index, feature["weights_float"]] = np.where(integer, 0.0, weights)
+            per_layer[:, index, feature["weights_int8"]] = np.where(integer, weights, 0.0)
             macs += dense + depthwise
             bits_total += weights * bits + _overhead_bits(bits, mode, c_out, ops, layer.has_bias)
         for elements, column in self._others:
@@ -197,6 +202,7 @@ class Layout:
             head_macs = channels * point.positions * self.num_classes
             prefix = per_layer[:, stage_of <= point.stage, :].sum(axis=1)
             prefix[:, feature["macs_float"]] += head_macs
+            prefix[:, feature["weights_float"]] += head_macs  # a linear head: one weight per multiply-accumulate
             prefix[:, feature["ops_float"]] += 1.0
             live_before += on
             prefix[:, feature["segments"]] = live_before

@@ -1,7 +1,9 @@
 """Where a search starts: the candidates a person would try first, before any proposer's own.
 
-In order (`starting_candidates`): pruning 0.5 with int8, one early exit at a cautious threshold,
-every exit with that pruning, int8 alone; then the hand baseline's points (uniform structured
+In order (`starting_candidates`): pruning 0.5 with int8, pruning 0.8 with int8 (how far uniform
+compression goes: the trust region of search/proposals/trust.py widens from what proves accurate,
+and a short search must not spend its time walking there), every early exit at a cautious
+threshold with 0.5 pruning, the first exit alone, int8 alone; then the hand baseline's points (uniform structured
 pruning at 0.1 ... 0.8, each also with int8: what a user would do with Torch-Pruning by hand)
 and the teacher's own neighbourhood (only distillation). A search takes only the first few
 (search/proposals/warm_start.py): they are cheap insurance, not where the front comes from;
@@ -22,6 +24,7 @@ from slimsearch.spaces.space import Space
 HAND_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # the hand baseline's uniform pruning ratios
 INT8 = "8-uniform"
 EXIT_THRESHOLD = 0.9
+BOLD_RATIO = 0.8  # the warm start's uniform pruning past the middle: the hand baseline's boldest
 
 
 class _Builder:
@@ -78,14 +81,17 @@ def _teacher_last(build: _Builder, points: list[Candidate]) -> list[Candidate]:
 
 def _leading(build: _Builder) -> list[Candidate]:
     """The points queued before the hand baseline's."""
-    int8, half = build.int8(), build.uniform_prune(0.5)
+    int8, half, bold = build.int8(), build.uniform_prune(0.5), build.uniform_prune(BOLD_RATIO)
     points = [build.candidate(prune=half, quant=int8)]
+    if bold:
+        points.append(build.candidate(prune=bold, quant=int8))
     exits = [k for k in build.knobs.get("exits", []) if k.stage is not None]
     if exits and all(EXIT_THRESHOLD in k.domain.options for k in exits):
-        # One cautious exit; then every exit, with pruning: where exits pay (a deep model on an
-        # easy task) most samples leave early, and the sampler needs such a point to build on.
-        points += [build.candidate(exits={exits[0].target: EXIT_THRESHOLD}, quant=int8),
-                   build.candidate(exits={k.target: EXIT_THRESHOLD for k in exits}, prune=half, quant=int8)]
+        # Every exit, with pruning: where exits pay (a deep model on an easy task) most samples
+        # leave early, and the proposers need such a point to build on; then one cautious exit on
+        # the whole model (slow to fine-tune and to time: on resnet18 a ninth of a 225 s search).
+        points += [build.candidate(exits={k.target: EXIT_THRESHOLD for k in exits}, prune=half, quant=int8),
+                   build.candidate(exits={k.target: EXIT_THRESHOLD for k in exits[:1]}, quant=int8)]
     return points
 
 

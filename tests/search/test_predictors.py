@@ -27,7 +27,7 @@ def genome_rows(layout, count, seed):
 
 def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):
     truth = LatencyPredictor(layout)
-    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02])  # some machine's costs
+    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02, 0.3, 0.1])  # some machine's costs
     rows = genome_rows(layout, 80, seed=0)
     measured = truth.predict(rows, lower_bound=True)
     predictor = LatencyPredictor(layout).fit([LatencyObservation(r, m) for r, m in zip(rows[:60], measured[:60])])
@@ -73,6 +73,25 @@ def test_accuracy_falls_as_damage_grows_and_the_fit_follows_the_trials(layout):
     measured = np.array([0.99, 0.985, 0.97, 0.9, 0.6])
     fitted = AccuracyPredictor(damage, 0.99).fit(rows, measured).predict(rows)
     assert np.abs(fitted - measured).mean() < np.abs(predicted - measured).mean()
+
+
+def test_a_measured_miss_carries_over_to_near_twins_and_fades_far_away(layout):
+    sensitivity = {"teacher_accuracy": 0.99, "probes": {"prune": {layout.encoding.knobs[c].target: {"0.5": 0.6}
+                                                                 for c in layout.encoding.columns("prune")}}}
+    encoding = layout.encoding
+    rows = np.repeat(encoding.default[None, :], 4, axis=0)
+    for i, ratio in enumerate([0.0, 0.2, 0.4, 0.6]):
+        rows[i, encoding.columns("prune")] = ratio
+    predictor = AccuracyPredictor(Damage(layout, sensitivity), 0.99)
+    expected = predictor.predict(rows)
+    # The last candidate fine-tuned far worse than the additive model says; the others as it says.
+    measured = expected.copy()
+    measured[-1] = expected[-1] - 0.3
+    fitted = AccuracyPredictor(Damage(layout, sensitivity), 0.99).fit(rows, measured)
+    twin = rows[-1].copy()
+    twin[encoding.columns("prune")[0]] = 0.65  # one group a step further: nearly the same candidate
+    assert fitted.predict(twin[None, :])[0] < expected[-1] - 0.1
+    assert fitted.predict(rows[:1])[0] == pytest.approx(0.99, abs=0.02)  # the teacher's side is unchanged
 
 
 def test_hypervolume_gain_estimates_follow_the_exact_volume():

@@ -4,7 +4,7 @@ import pytest
 
 from slimsearch.config import SpaceConfig
 from slimsearch.spaces import Space
-from slimsearch.spaces.warm_start import HAND_RATIOS, INT8, hand_baseline, starting_candidates
+from slimsearch.spaces.warm_start import BOLD_RATIO, HAND_RATIOS, INT8, hand_baseline, starting_candidates
 from slimsearch.tasks import create_task
 
 
@@ -32,9 +32,11 @@ def test_starting_candidates_lead_with_what_a_person_tries_first_and_stay_unique
     assert len(points) == len(set(points))
     first = points[0]
     assert set(first.family("prune").values()) == {0.5} and set(first.family("quant").values()) == {INT8}
-    exits = [p for p in points[:3] if any(v != "off" for k, v in p.family("exits").items() if k != "criterion")]
+    bold = points[1]  # then how far uniform compression goes
+    assert set(bold.family("prune").values()) == {BOLD_RATIO} and set(bold.family("quant").values()) == {INT8}
+    exits = [p for p in points[:4] if any(v != "off" for k, v in p.family("exits").items() if k != "criterion")]
     assert len(exits) == 2  # one cautious exit, then every exit with pruning
-    assert points[3].family("quant") and set(points[3].family("quant").values()) == {INT8}
-    assert not any(points[3].family("prune").values())
+    assert points[4].family("quant") and set(points[4].family("quant").values()) == {INT8}
+    assert not any(points[4].family("prune").values())
     assert set(hand_baseline(digits_space)) <= set(points)
     assert points[-1] == digits_space.default_candidate()

@@ -7,15 +7,21 @@ with a few accurate models measured, the predictor's favourites fine-tuned to 50
 expected 97-99%: groups pruned by 0.9 because their 0.5 probe barely mattered, every layer at 2
 bits because one layer at 2 bits costs nothing untuned, six of seven convs separable at once.
 
-So a proposal may go only a step past what accurate models (fine-tuned, within LOSS_REFERENCE of
-the teacher) have already shown to work, knob by knob:
-- each prune group's ratio at most PRUNE_STEP above the highest ratio an accurate model gave it;
-- each layer at most one bit-width step below the lowest an accurate model gave it (float, then
-  8 bits (int8 or half), then 4, then 2);
-- at most one conv more made separable, and one layer more factorised, than any accurate model had;
-and, on the objectives, at most 1/TRUST_LATENCY_STEP times as fast and 1/TRUST_SIZE_STEP times as
-small as the fastest and the smallest accurate model (the budget and the teacher before any), and
-never both as fast and as small as a fine-tuned model that lost more than LOSS_REFERENCE.
+So a proposal may go only a step past what one accurate model (fine-tuned, within
+LOSS_REFERENCE of the teacher) has already shown to work: it must lie in the neighbourhood of at
+least one such model (or of the teacher), knob by knob:
+- each prune group's ratio at most PRUNE_STEP above that model's ratio for it;
+- each layer at most one bit-width step below that model's width for it (float, then 8 bits
+  (int8 or half), then 4, then 2);
+- at most one conv more made separable, and one layer more factorised, than that model had.
+The region is the union of these neighbourhoods, not a box around all of them: a box would let a
+proposal take one accurate model's hard pruning together with another's 2-bit layers and a
+third's separable convs, which none of them showed to survive together (on digits such
+combinations fine-tuned to 40-65%).
+On the objectives, a proposal is at most 1/TRUST_LATENCY_STEP times as fast and 1/TRUST_SIZE_STEP
+times as small as the fastest and the smallest accurate model (the budget and the teacher before
+any), and never both (nearly: FAILURE_MARGIN) as fast and as small as a fine-tuned model that lost
+more than LOSS_REFERENCE.
 The region widens as compressed models prove accurate; the warm start's points widen it at once.
 The sampler is not bound by it: it explores, and multi-fidelity screening stops its misses early.
 """
@@ -44,10 +50,13 @@ def width_step(bits: int) -> int:
 
 @dataclass
 class Limits:
-    prune: np.ndarray  # per prune column: the highest ratio allowed
-    widths: np.ndarray  # per quant column: the most bit-width steps below float allowed
-    separable: int  # convs made separable, at most
-    lowrank: int  # layers factorised, at most
+    """One neighbourhood per row (an accurate model, or the teacher): a candidate is inside the
+    trust region when it lies within every limit of at least one row."""
+
+    prune: np.ndarray  # (models, prune columns): the highest ratio allowed
+    widths: np.ndarray  # (models, quant columns): the most bit-width steps below float allowed
+    separable: np.ndarray  # (models,): convs made separable, at most
+    lowrank: np.ndarray  # (models,): layers factorised, at most
 
 
 class KnobLevels:
@@ -74,15 +83,18 @@ class KnobLevels:
         return prune, widths, separable, lowrank
 
     def limits(self, accurate_rows: np.ndarray) -> Limits:
-        """A step past the most that any of `accurate_rows` took (the teacher's nothing if none)."""
+        """A step past each of `accurate_rows`, and past the teacher."""
         prune, widths, separable, lowrank = self.levels(np.vstack([self.encoding.default[None, :], accurate_rows]))
-        return Limits(prune=prune.max(axis=0) + PRUNE_STEP, widths=widths.max(axis=0) + 1,
-                      separable=int(separable.max()) + 1, lowrank=int(lowrank.max()) + 1)
+        return Limits(prune=prune + PRUNE_STEP, widths=widths + 1, separable=separable + 1, lowrank=lowrank + 1)
 
     def within(self, rows: np.ndarray, limits: Limits) -> np.ndarray:
         prune, widths, separable, lowrank = self.levels(rows)
-        return (np.all(prune <= limits.prune + 1e-9, axis=1) & np.all(widths <= limits.widths, axis=1)
-                & (separable <= limits.separable) & (lowrank <= limits.lowrank))
+        inside = np.zeros(len(prune), dtype=bool)
+        # One neighbourhood at a time: (rows x columns) at a time stays small for big pools.
+        for model in range(len(limits.separable)):
+            inside |= (np.all(prune <= limits.prune[model] + 1e-9, axis=1) & np.all(widths <= limits.widths[model], axis=1)
+                       & (separable <= limits.separable[model]) & (lowrank <= limits.lowrank[model]))
+        return inside
 
 
 def _lookup(rows: np.ndarray, columns: list[int], tables: list[np.ndarray]) -> np.ndarray:

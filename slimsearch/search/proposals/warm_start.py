@@ -13,11 +13,11 @@ from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.spaces.candidate import Candidate
 
 # A time-bounded search sets `trials` far out of reach; the warm start must stay a handful.
-MAX_WARM_START = 4
+MAX_WARM_START = 3
 
 
 def warm_start_limit(trials: int) -> int:
-    """How many warm-start points a search of `trials` trials gets: a tenth, at least one, at most four."""
+    """How many warm-start points a search of `trials` trials gets: a tenth, at least one, at most three."""
     return max(1, min(MAX_WARM_START, trials // 10))
 
 

@@ -15,9 +15,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimsearch.errors import ExportError, os_reason
+
+if TYPE_CHECKING:  # torch loads lazily: the CLI starts without it
+    import torch
 
 # How far an exported model may be from the trial's figures before export refuses it.
 TOLERANCES = {
@@ -329,7 +332,7 @@ def _figures(result, trial: int) -> dict[str, Any]:
     return figures
 
 
-def _test_logits(task, predictors: list) -> tuple[list, "torch.Tensor"]:
+def _test_logits(task, predictors: list) -> tuple[list, torch.Tensor]:
     """Each predictor's outputs over the task's test split, read once as a stream; and the labels."""
     import torch
 

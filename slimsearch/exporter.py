@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from slimsearch.errors import ExportError, os_reason
 
-if TYPE_CHECKING:  # torch loads lazily: the CLI starts without it
+if TYPE_CHECKING:  # the functions here import torch where they use it
     import torch
 
 # How far an exported model may be from the trial's figures before export refuses it.

@@ -83,6 +83,19 @@ def test_allocation_meets_its_latency_targets_with_less_as_targets_tighten(setup
     assert knowledge.predict(shrunk[None, :]).latency_ratio[0] <= 0.6 * 1.01
 
 
+def test_the_allocation_aims_at_each_latency_target_and_floor_once(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["allocation"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    aims = []
+    for _ in range(6):
+        proposal = engine.propose(study.get_trials(deepcopy=False))
+        if proposal is None or proposal.origin != ALLOCATION:
+            break
+        aims.append((round(proposal.predicted["target_ratio"], 4), proposal.predicted["floor"]))
+        record(study, space, engine, proposal)
+    assert len(aims) >= 3 and len(set(aims)) == len(aims)
+
+
 def test_the_predictor_proposes_within_the_budget_what_adds_to_the_front(setup):
     engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
@@ -152,6 +165,18 @@ def test_a_proposer_that_raises_is_skipped_with_a_warning_and_the_next_one_propo
     with pytest.warns(RuntimeWarning, match="the allocation proposer failed .*IndexError"):
         proposal = engine.propose([])
     assert proposal is not None and proposal.origin != ALLOCATION
+
+
+def test_a_passed_turn_goes_to_the_model_guided_proposers_before_the_sampler(setup):
+    engine, _ = engine_for(setup, warm_start=False)
+
+    class NothingToAdd:
+        def propose(self, history, rng):
+            return None
+
+    engine.proposers[PREDICTOR] = NothingToAdd()
+    engine.schedule = (PREDICTOR, SAMPLER, ALLOCATION)  # the sampler next in turn, yet the allocation answers
+    assert engine.propose([]).origin == ALLOCATION
 
 
 def test_no_proposal_is_as_fast_and_as_small_as_a_model_that_fine_tuned_badly(setup):

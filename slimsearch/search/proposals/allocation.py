@@ -10,7 +10,8 @@ makes the model slower. Greedy on an additive cost model is the classic answer t
 knapsack; the predictors (search/predictors.py) supply both sides of every ratio.
 
 Targets run from the budget down: the proposer works through TARGETS (fractions of the latency
-budget) for each floor in turn, one candidate per call, skipping any already in the study.
+budget) for each floor in turn, one candidate per call, skipping any already in the study and
+any target an allocation trial already aimed at.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FLOORS = (4, 2)  # the lowest width the size phase may give a layer: a cautious 
 PRUNE_STEP = 0.05  # the ratio grid when a knob has none of its own
 SIZE_STEP_TOLERANCE = 0.002  # predicted accuracy one bit-width step may cost in the size phase
 MAX_STEPS = 400
+TARGET_TOLERANCE = 0.03  # targets this close (relative) count as one
 
 
 class AllocationProposer(Proposer):
@@ -57,13 +59,16 @@ class AllocationProposer(Proposer):
             if target not in reached:
                 continue
             for floor in floors:
+                if _aimed_at(target, floor, history):
+                    continue
                 row = self._shrink(reached[target], floor, size_floor, limits)
                 predicted = knowledge.predict(row[None, :])
                 if not knowledge.trusted(row[None, :], predicted, history)[0]:
                     continue
                 candidate = knowledge.encoding.decode(row[None, :])[0]
                 if candidate.key not in tried:
-                    return Proposal(candidate, ALLOCATION, predicted=predicted.record(0, target_ratio=float(target)))
+                    return Proposal(candidate, ALLOCATION, predicted=predicted.record(
+                        0, target_ratio=float(target), floor=float(floor or 0)))
         return None
 
     def allocate(self, target_ratio: float, floor: int | None) -> np.ndarray | None:
@@ -176,6 +181,17 @@ class AllocationProposer(Proposer):
     def _widths(self) -> set[int]:
         knobs = self.knowledge.encoding.knobs
         return {decode_choice(o)[0] for c in self.knowledge.encoding.columns("quant") for o in knobs[c].domain.options}
+
+
+def _aimed_at(target: float, floor: int | None, history: History) -> bool:
+    """Whether an allocation trial already aimed at (about) this latency target with this floor.
+    The predictors move after every trial, so the same target gives a slightly different
+    allocation each time: on digits, three of thirteen trials went to the budget's own target,
+    11 s each."""
+    return any(r.origin == ALLOCATION and r.predicted
+               and abs(float(r.predicted.get("target_ratio", -1.0)) / target - 1.0) < TARGET_TOLERANCE
+               and float(r.predicted.get("floor", 0.0)) == float(floor or 0)
+               for r in history.records)
 
 
 def _with(row: np.ndarray, column: int, value: float) -> np.ndarray:

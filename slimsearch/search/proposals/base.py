@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from slimsearch.search.fidelity import SCREEN_ATTR
-from slimsearch.search.origins import GENOME_ATTR, origin_of
+from slimsearch.search.origins import GENOME_ATTR, PREDICTED_ATTR, origin_of
 from slimsearch.search.storage import FIRST_LATENCY_ATTR
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.encoding import Encoding
@@ -52,6 +52,7 @@ class Record:
     values: tuple[float, ...] | None
     violation: float  # the latency constraint (<= 0: within budget)
     params: dict[str, Any]
+    predicted: dict[str, float] | None = None  # what its proposer expected (Proposal.predicted)
 
 
 @dataclass
@@ -115,5 +116,6 @@ def read_history(trials, encoding: Encoding) -> History:
             exit_shares=dict(shares) if isinstance(shares, dict) else None,
             feasible=bool(attrs.get("feasible")), fine_tuned=complete and not stopped,
             genome=attrs.get(GENOME_ATTR), values=values, violation=float(attrs.get("violation", 0.0)),
-            params=dict(trial.params)))
+            params=dict(trial.params),
+            predicted=attrs.get(PREDICTED_ATTR) if isinstance(attrs.get(PREDICTED_ATTR), dict) else None))
     return History(records)

@@ -9,10 +9,12 @@ The pool is drawn fresh for every proposal:
 Each is scored by the hypervolume it is predicted to add to the front of fine-tuned, feasible
 trials (with the running trials' predicted points counted in, so parallel workers spread out),
 its accuracy taken half a typical prediction error optimistically, among those predicted
-within the latency budget and inside the trust region; when none is expected to add anything,
-it passes its turn (on digits, such proposals fine-tuned to 12-70%) (search/proposals/knowledge.py: a step
-past the most compressed accurate models measured so far, and never as fast and as small as a
-model that fine-tuned badly). A prediction never stands in for a measurement: the chosen
+within the latency budget and inside the trust region (search/proposals/trust.py: a step past
+an accurate model measured so far, and not nearly as fast and as small as a model that
+fine-tuned badly). When none is expected to add at least MIN_GAIN of the front's own
+hypervolume, it passes its turn: on digits such proposals fine-tuned to 12-70%, or were near
+twins of front models differing in what the predictors cannot tell apart (the distillation
+knobs). A prediction never stands in for a measurement: the chosen
 candidate is trained and measured like any other.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from slimsearch.search.origins import PREDICTOR
-from slimsearch.search.pareto import hypervolume_improvements
+from slimsearch.search.pareto import hypervolume, hypervolume_improvements
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
 from slimsearch.spaces.genome import Genome
@@ -32,6 +34,7 @@ MUTANTS_PER_PARENT = 40
 CROSSOVERS = 120
 SHORTLIST = 120  # candidates whose hypervolume gain is estimated (the rest ranked out cheaply)
 OPTIMISM = 0.5  # in units of the accuracy predictor's typical error
+MIN_GAIN = 0.02  # the least predicted hypervolume gain worth a trial, relative to the front's own
 
 
 class PredictorProposer(Proposer):
@@ -57,7 +60,9 @@ class PredictorProposer(Proposer):
         if len(order) == 0:
             return None
         gains = hypervolume_improvements(front, points[order], knowledge.reference, seed=int(rng.integers(2**31)))
-        if gains.max() <= 0:  # nothing is expected to add to the front: the other proposers' turn
+        # Nothing expected to add much (near twins of the front's models, differing in what the
+        # predictors cannot tell apart, such as the distillation knobs): the other proposers' turn.
+        if gains.max() <= MIN_GAIN * max(hypervolume(front.tolist(), knowledge.reference.tolist()), 1e-9):
             return None
         best = order[int(np.argmax(gains))]
         candidate = knowledge.encoding.decode(pool[best][None, :])[0]

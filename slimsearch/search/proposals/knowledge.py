@@ -17,7 +17,7 @@ import numpy as np
 
 from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor
 from slimsearch.search.proposals.base import History
-from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_SIZE_STEP, KnobLevels, Limits
+from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_LOSS, TRUST_SIZE_STEP, KnobLevels, Limits
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.genome import Genome
 from slimsearch.spaces.layout import Layout
@@ -152,7 +152,7 @@ class Knowledge:
         return np.array(bad).reshape(len(bad), 2)
 
     def _accurate(self, history: History) -> list:
-        return [r for r in self._measured(history) if r.accuracy >= self.teacher_accuracy * (1.0 - LOSS_REFERENCE)]
+        return [r for r in self._measured(history) if r.accuracy >= self.teacher_accuracy * (1.0 - TRUST_LOSS)]
 
     @staticmethod
     def _measured(history: History) -> list:

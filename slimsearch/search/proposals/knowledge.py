@@ -69,10 +69,10 @@ class Knowledge:
                           np.array([accuracy for _, accuracy in trained]))
 
     def latency_observations(self, history: History) -> list[LatencyObservation]:
-        """Every latency measured so far: the teacher's own (1 by definition, and the anchor without
-        which a fit on compressed models alone put float work at a sixth of its cost on resnet18,
-        predicting 0.3x for candidates that measured 0.8-0.95x), the priors' probes, each trial's
-        first measurement, and an early-exit trial's final one with the shares of samples its exits took."""
+        """Every latency measured so far: the teacher's own (1 by definition: the priors' probes are
+        all compressed, and the candidates least compressed are where a fit on them alone strays
+        furthest), the priors' probes, each trial's first measurement, and an early-exit trial's
+        final one with the shares of samples its exits took."""
         observations = [LatencyObservation(self.encoding.default, 1.0), *self._probes]
         for record in history.records:
             if record.row is None:

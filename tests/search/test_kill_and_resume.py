@@ -60,5 +60,7 @@ def test_killed_search_resumes_with_every_completed_trial_kept(tiny_settings, tm
     assert retried and retried[0].state.name == "COMPLETE"
     original = next(t for t in lost if t.number == retried[0].user_attrs["retry_of"])
     # Compared by params: the kill may land after the sampler chose them but before the trial
-    # recorded its candidate attribute, and the params are what the retry is queued with.
-    assert retried[0].params == original.params
+    # recorded its candidate attribute, and the params are what the retry is queued with. It may
+    # even land while they were being written one by one: the retry then keeps those written,
+    # and the sampler chooses the rest.
+    assert original.params and original.params.items() <= retried[0].params.items()

@@ -8,6 +8,7 @@ import pytest
 from slimsearch.config import SearchConfig
 from slimsearch.search.origins import ALLOCATION, PREDICTOR, QUEUED, SAMPLER, WARM_START
 from slimsearch.search.proposals import create_engine
+from slimsearch.search.proposals.base import Proposal
 from slimsearch.search.proposals.engine import SCHEDULE
 from slimsearch.search.proposals.knowledge import FAILURE_MARGIN
 from slimsearch.search.proposals.warm_start import warm_start_limit
@@ -36,15 +37,16 @@ def engine_for(setup, **settings):
     return create_engine(config, space, task, priors, TEACHER, seed=0), space
 
 
-def record(study, space, engine, proposal):
-    """Write the proposal as a finished trial, its outcome what the predictors expect of it."""
+def record(study, space, engine, proposal, accuracy=None):
+    """Write the proposal as a finished trial, its outcome what the predictors expect of it (or
+    `accuracy`)."""
     knowledge = engine.knowledge
     row = engine.encoding.encode([proposal.candidate])
     predicted = knowledge.predict(row)
     ratio = float(predicted.latency_ratio[0])
     study.add_trial(optuna.trial.create_trial(
         params=space.params(proposal.candidate), distributions=space_distributions(space),
-        values=[float(predicted.accuracy[0]), ratio * TEACHER["latency_ms"], float(predicted.size_bytes[0])],
+        values=[float(predicted.accuracy[0]) if accuracy is None else accuracy, ratio * TEACHER["latency_ms"], float(predicted.size_bytes[0])],
         user_attrs={"candidate": proposal.candidate.to_dict(), "origin": proposal.origin, "stopped_early": None,
                     "teacher_latency_ms": TEACHER["latency_ms"], "first_latency_ratio": ratio,
                     "feasible": ratio <= 0.6, "violation": ratio / 0.6 - 1, "genome": proposal.genome}))
@@ -83,7 +85,7 @@ def test_allocation_meets_its_latency_targets_with_less_as_targets_tighten(setup
     assert knowledge.predict(shrunk[None, :]).latency_ratio[0] <= 0.6 * 1.01
 
 
-def test_the_allocation_aims_at_each_latency_target_and_floor_once(setup):
+def test_the_allocation_takes_each_aim_once_start_target_and_floor(setup):
     engine, space = engine_for(setup, warm_start=False, proposers=["allocation"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     aims = []
@@ -91,7 +93,7 @@ def test_the_allocation_aims_at_each_latency_target_and_floor_once(setup):
         proposal = engine.propose(study.get_trials(deepcopy=False))
         if proposal is None or proposal.origin != ALLOCATION:
             break
-        aims.append((round(proposal.predicted["target_ratio"], 4), proposal.predicted["floor"]))
+        aims.append((proposal.predicted["start"], round(proposal.predicted["target_ratio"], 4), proposal.predicted["floor"]))
         record(study, space, engine, proposal)
     assert len(aims) >= 3 and len(set(aims)) == len(aims)
 
@@ -138,9 +140,9 @@ def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_mod
     knowledge = engine.knowledge
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     history = engine._history(study.get_trials(deepcopy=False))
-    assert knowledge.trust_floors(history) == pytest.approx((0.6 * TRUST_LATENCY_STEP, TRUST_SIZE_STEP))  # budget, teacher
+    assert floors(knowledge, history) == pytest.approx((0.6 * TRUST_LATENCY_STEP, TRUST_SIZE_STEP))  # budget, teacher
     for _ in range(4):
-        latency_floor, size_floor = knowledge.trust_floors(engine._history(study.get_trials(deepcopy=False)))
+        latency_floor, size_floor = floors(knowledge, engine._history(study.get_trials(deepcopy=False)))
         proposal = engine.propose(study.get_trials(deepcopy=False))
         predicted = proposal.predicted
         assert predicted["latency_ratio"] >= latency_floor
@@ -150,8 +152,13 @@ def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_mod
     history = engine._history(study.get_trials(deepcopy=False))
     fastest = min(r.latency_ratio for r in history.fine_tuned())
     smallest = min(r.size_bytes for r in history.fine_tuned()) / knowledge.teacher_size
-    assert knowledge.trust_floors(history) == pytest.approx((min(fastest, 0.6) * TRUST_LATENCY_STEP,
-                                                            min(smallest, 1.0) * TRUST_SIZE_STEP))
+    assert floors(knowledge, history) == pytest.approx((min(fastest, 0.6) * TRUST_LATENCY_STEP,
+                                                       min(smallest, 1.0) * TRUST_SIZE_STEP))
+
+
+def floors(knowledge, history):
+    region = knowledge.trust_region(history)
+    return region.latency_floor, region.size_floor
 
 
 def test_a_proposer_that_raises_is_skipped_with_a_warning_and_the_next_one_proposes(setup):
@@ -183,16 +190,17 @@ def test_no_proposal_is_as_fast_and_as_small_as_a_model_that_fine_tuned_badly(se
     engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
     knowledge = engine.knowledge
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    measured = engine.encoding.default.copy()
+    measured[engine.encoding.columns("prune")] = 0.25  # an accurate model first: the region widens
+    record(study, space, engine, Proposal(engine.encoding.decode(measured[None, :])[0], WARM_START))
     proposal = engine.propose(study.get_trials(deepcopy=False))
-    record(study, space, engine, proposal)
-    trial = study.get_trials()[0]
     # What the predictor expected, it did not get: the model lost half its accuracy.
-    study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
-                                              values=[0.5, *trial.values[1:]], user_attrs=trial.user_attrs))
+    record(study, space, engine, proposal, accuracy=0.5)
     history = engine._history(study.get_trials(deepcopy=False))
-    (failed_latency, failed_size), = knowledge.failures(history)
-    rows = engine.encoding.encode([engine.propose(study.get_trials(deepcopy=False)).candidate for _ in range(3)])
-    predicted = knowledge.predict(rows)
+    (failed_latency, failed_size), = knowledge.trust_region(history).failures
+    proposals = [engine.propose(study.get_trials(deepcopy=False)) for _ in range(3)]
+    assert all(proposals)  # the region is wide enough for others
+    predicted = knowledge.predict(engine.encoding.encode([proposal.candidate for proposal in proposals]))
     margin = FAILURE_MARGIN  # nor nearly as fast and as small
     assert not np.any((predicted.latency_ratio <= failed_latency * margin)
                       & (predicted.size_bytes / knowledge.teacher_size <= failed_size * margin))
@@ -205,13 +213,13 @@ def test_each_knob_moves_only_a_step_past_what_one_accurate_model_took(setup):
     knowledge = engine.knowledge
     levels = knowledge.levels
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    first = knowledge.knob_limits(engine._history([]))
+    first = knowledge.trust_region(engine._history([])).limits
     # From the teacher: pruning up to PRUNE_STEP, one bit-width step (8 bits), one separable conv.
     assert np.allclose(first.prune, PRUNE_STEP) and np.all(first.widths == 1)
     assert list(first.separable) == [1] and list(first.lowrank) == [1]
     for _ in range(8):
         history = engine._history(study.get_trials(deepcopy=False))
-        limits = knowledge.knob_limits(history)
+        limits = knowledge.trust_region(history).limits
         proposal = engine.propose(study.get_trials(deepcopy=False))
         if proposal.origin != SAMPLER:  # the sampler explores outside the region
             assert levels.within(engine.encoding.encode([proposal.candidate]), limits)[0]
@@ -219,7 +227,7 @@ def test_each_knob_moves_only_a_step_past_what_one_accurate_model_took(setup):
     history = engine._history(study.get_trials(deepcopy=False))
     rows = np.array([r.row for r in history.fine_tuned() if r.accuracy >= 0.99 * (1 - TRUST_LOSS)])
     prune, widths, separable, _ = levels.levels(rows)
-    limits = knowledge.knob_limits(history)  # the teacher's neighbourhood, then one per accurate model
+    limits = knowledge.trust_region(history).limits  # the teacher's neighbourhood, then one per accurate model
     assert np.allclose(limits.prune[1:], prune + PRUNE_STEP)
     assert np.all(limits.widths[1:] == widths + 1) and np.all(limits.separable[1:] == separable + 1)
     assert levels.within(rows, limits).all()
@@ -252,3 +260,54 @@ def test_the_latency_fit_is_anchored_at_the_teacher_whose_ratio_is_one_by_defini
     assert anchor.ratio == 1.0 and np.array_equal(anchor.row, engine.encoding.default)
     knowledge.refit(engine._history([]))
     assert knowledge.predict(engine.encoding.default[None, :]).latency_ratio[0] == pytest.approx(1.0, rel=0.15)
+
+
+def test_the_allocation_walks_on_from_accurate_front_models_and_never_proposes_what_the_front_beats(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["allocation"])
+    allocation, knowledge, encoding = engine.proposers[ALLOCATION], engine.knowledge, engine.encoding
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    # An accurate model measured: every prune group at half, as the warm start's first point.
+    half = encoding.default.copy()
+    half[encoding.columns("prune")] = 0.5
+    record(study, space, engine, Proposal(encoding.decode(half[None, :])[0], WARM_START))
+    history = engine._history(study.get_trials(deepcopy=False))
+    (start,) = allocation._front_starts(history)
+    assert start.number == 0
+    start_ratio = knowledge.predict(half[None, :]).latency_ratio[0]
+    target = 0.7 * start_ratio
+    walked = allocation._speed_path(half, [target], knowledge.trust_region(history).limits)[target]
+    prune = encoding.columns("prune")
+    assert np.all(walked[prune] >= half[prune]) and knowledge.predict(walked[None, :]).latency_ratio[0] <= target
+    # A model no allocation can beat (as accurate as the teacher, a twentieth of its latency and
+    # a hundredth of its bytes): the allocation passes rather than propose a dominated candidate.
+    trial = study.get_trials()[0]
+    engine, _ = engine_for(setup, warm_start=False, proposers=["allocation"])  # the engine keeps its study's trials
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(
+        params=trial.params, distributions=trial.distributions,
+        values=[0.99, 0.05 * TEACHER["latency_ms"], TEACHER["size_bytes"] / 100],
+        user_attrs={**trial.user_attrs, "first_latency_ratio": 0.05, "feasible": True, "violation": 0.05 / 0.6 - 1}))
+    history = engine._history(study.get_trials(deepcopy=False))
+    assert engine.proposers[ALLOCATION].propose(history, np.random.default_rng(0)) is None
+
+
+def test_failures_rule_out_only_what_no_accurate_model_has_disproved_inside_the_region(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
+    knowledge, encoding = engine.knowledge, engine.encoding
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    # Every layer at 2 bits: a failure far outside the region (a step past the teacher), which
+    # says nothing of how far the region's own kind of compression goes.
+    quant = encoding.columns("quant")
+    two_bits = encoding.default.copy()
+    two_bits[quant] = [encoding.knobs[c].domain.options.index("2-uniform") for c in quant]
+    record(study, space, engine, Proposal(encoding.decode(two_bits[None, :])[0], SAMPLER), accuracy=0.3)
+    assert len(knowledge.trust_region(engine._history(study.get_trials(deepcopy=False))).failures) == 0
+    # Inside the region it counts, until an accurate model is measured faster and smaller than it.
+    inside = encoding.default.copy()
+    inside[encoding.columns("prune")] = 0.2
+    record(study, space, engine, Proposal(encoding.decode(inside[None, :])[0], PREDICTOR), accuracy=0.3)
+    assert len(knowledge.trust_region(engine._history(study.get_trials(deepcopy=False))).failures) == 1
+    further = inside.copy()
+    further[encoding.columns("prune")] = 0.25
+    record(study, space, engine, Proposal(encoding.decode(further[None, :])[0], PREDICTOR), accuracy=0.99)
+    assert len(knowledge.trust_region(engine._history(study.get_trials(deepcopy=False))).failures) == 0

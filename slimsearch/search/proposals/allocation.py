@@ -1,17 +1,21 @@
 """Budgeted allocation (HAQ / AutoQuantize style): bits and ratios spread across layers by sensitivity.
 
-For a latency target, start from the teacher and take, one at a time, the single-layer step
-(a prune group one `round_to` step of channels narrower, a layer down from float to int8, a
-conv made separable, a low-rank layer one rank smaller) with the most predicted latency saved per predicted accuracy
-lost, until the predicted latency meets the target. Then spend the size budget the same way:
+For a latency target, start from the teacher (or from an accurate model the search has measured)
+and take, one at a time, the single-layer step (a prune group one `round_to` step of channels
+narrower, a layer down from float to int8, a conv made separable, a low-rank layer one rank
+smaller) with the most predicted latency saved per predicted accuracy lost, until the predicted
+latency meets the target. Then spend the size budget the same way:
 lower bit widths (8, then down to the variant's floor) layer by layer, most bytes saved per accuracy
 lost first, while no step costs more than `SIZE_STEP_TOLERANCE` of predicted accuracy and none
 makes the model slower. Greedy on an additive cost model is the classic answer to this
 knapsack; the predictors (search/predictors.py) supply both sides of every ratio.
 
-Targets run from the budget down: the proposer works through TARGETS (fractions of the latency
-budget) for each floor in turn, one candidate per call, skipping any already in the study and
-any target an allocation trial already aimed at.
+Each call walks from the teacher to TARGETS (fractions of the latency budget) and from each of the
+front's fastest accurate models to BEYOND_FRONT (fractions of its own latency), with every floor,
+and proposes the allocation predicted to add the most hypervolume to the front, inside the trust
+region (search/proposals/trust.py); none already in the study, no aim (start, target, floor) an
+allocation trial already took, and nothing when no allocation is worth a trial
+(Knowledge.worth_a_trial). So the targets move with the front.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ from __future__ import annotations
 import numpy as np
 
 from slimsearch.search.origins import ALLOCATION
+from slimsearch.search.pareto import pareto_indices
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
-from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, Limits
+from slimsearch.search.proposals.trust import Limits
 from slimsearch.spaces.quant import INTEGER_BITS, decode_choice
 
-# Latency targets as fractions of the budget, in the order they are proposed: the budget and
-# its middle first, so a short search covers the range early.
+# Latency targets as fractions of the budget, walked to from the teacher.
 TARGETS = (1.0, 0.5, 0.7, 0.35, 0.25, 0.85, 0.6, 0.42, 0.3, 0.18)
-# Latency targets as fractions of the fastest accurate model measured so far, proposed first.
-BEYOND_FRONT = (0.85, 0.7)
+# Latency targets as fractions of an accurate front model's latency, walked to from that model
+# (1.0: as fast, and smaller by the size phase alone).
+BEYOND_FRONT = (1.0, 0.85, 0.7)
+FRONT_STARTS = 4  # the front's fastest accurate models walked on from
+FROM_TEACHER = -1  # the start of a walk from the teacher, as trials record it
 FLOORS = (4, 2)  # the lowest width the size phase may give a layer: a cautious and a bold variant
 PRUNE_STEP = 0.05  # the ratio grid when a knob has none of its own
 SIZE_STEP_TOLERANCE = 0.002  # predicted accuracy one bit-width step may cost in the size phase
@@ -43,49 +50,102 @@ class AllocationProposer(Proposer):
         self.knowledge = knowledge
 
     def propose(self, history: History, rng: np.random.Generator) -> Proposal | None:
-        tried = history.tried
-        floors = [f for f in FLOORS if f in self._widths()] or [None]
-        # Targets just past the fastest accurate model first (where the front can grow), then the
-        # budget's; only inside the trust region, with no size step past it (search/proposals/knowledge.py).
         knowledge = self.knowledge
-        latency_floor, size_floor = knowledge.trust_floors(history)
-        fastest = latency_floor / TRUST_LATENCY_STEP  # the fastest accurate model, or the budget
+        region = knowledge.trust_region(history)
+        floors = [f for f in FLOORS if f in self._widths()] or [None]
         budget = knowledge.budget_ratio
-        targets = [fastest * fraction for fraction in BEYOND_FRONT if fastest < budget]
-        targets = [t for t in dict.fromkeys(targets + [budget * fraction for fraction in TARGETS]) if t >= latency_floor]
-        limits = knowledge.knob_limits(history)
-        reached = self._speed_path(targets, limits)
-        for target in targets:
-            if target not in reached:
-                continue
-            for floor in floors:
-                if _aimed_at(target, floor, history):
-                    continue
-                row = self._shrink(reached[target], floor, size_floor, limits)
-                predicted = knowledge.predict(row[None, :])
-                if not knowledge.trusted(row[None, :], predicted, history)[0]:
-                    continue
-                candidate = knowledge.encoding.decode(row[None, :])[0]
-                if candidate.key not in tried:
-                    return Proposal(candidate, ALLOCATION, predicted=predicted.record(
-                        0, target_ratio=float(target), floor=float(floor or 0)))
-        return None
+        # Walks from the teacher to fractions of the budget, and from each accurate model on the
+        # front to fractions of its own (predicted) latency: a short search goes on from where it
+        # already is, NetAdapt's way, instead of reallocating from the teacher every time.
+        walks = [(FROM_TEACHER, knowledge.encoding.default, [budget * fraction for fraction in TARGETS])]
+        for record in self._front_starts(history):
+            start_ratio = float(knowledge.predict(record.row[None, :]).latency_ratio[0])
+            walks.append((record.number, record.row, [start_ratio * fraction for fraction in BEYOND_FRONT]))
+        fast_rows, aims = [], []
+        for start, row, targets in walks:
+            targets = [t for t in dict.fromkeys(targets) if t >= region.latency_floor]
+            for target, fast in self._speed_path(row, targets, region.limits).items():
+                for floor in floors:
+                    if not _aimed_at(start, target, floor, history):
+                        fast_rows.append(fast)
+                        aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
+        # The size phase is most of the cost: only for aims that could add something even if it
+        # took every layer down to the floor at no loss.
+        promising = self._promising(fast_rows, [aim["floor"] for aim in aims], history, rng)
+        rows = [self._shrink(fast_rows[i], int(aims[i]["floor"]) or None, region.size_floor, region.limits)
+                for i in promising]
+        aims = [aims[i] for i in promising]
+        if not rows:
+            return None
+        rows = np.array(rows)
+        predicted = knowledge.predict(rows)
+        candidates = knowledge.encoding.decode(rows)
+        usable = (knowledge.feasible(predicted) & region.contains(rows, predicted.latency_ratio, predicted.size_bytes)
+                  & np.array([candidate.key not in history.tried for candidate in candidates]))
+        if not usable.any():
+            return None
+        index = usable.nonzero()[0]
+        points = knowledge.objectives(predicted.accuracy[index], predicted.latency_ratio[index], predicted.size_bytes[index])
+        gains = knowledge.expected_gains(history, points, rng)
+        # Allocations the front already beats are not worth a trial: on digits the two aimed at the
+        # budget were predicted slower, larger and no more accurate than a model already measured
+        # (and fine-tuned to 78% and 86%).
+        if not knowledge.worth_a_trial(gains).any():
+            return None
+        best = int(index[int(np.argmax(gains))])
+        return Proposal(candidates[best], ALLOCATION, predicted=predicted.record(best, **aims[best]))
+
+    def _promising(self, rows: list[np.ndarray], floors: list[float], history: History,
+                   rng: np.random.Generator) -> list[int]:
+        """Indices of the rows whose best case (as accurate and as fast as now, as small as every
+        layer at its floor) is worth a trial."""
+        if not rows:
+            return []
+        knowledge = self.knowledge
+        now = knowledge.predict(np.array(rows))
+        smallest = knowledge.predict(np.array([self._at_floor(row, int(floor) or None) for row, floor in zip(rows, floors)]))
+        points = knowledge.objectives(now.accuracy, now.latency_ratio, np.minimum(smallest.size_bytes, now.size_bytes))
+        return list(np.nonzero(knowledge.worth_a_trial(knowledge.expected_gains(history, points, rng)))[0])
+
+    def _at_floor(self, row: np.ndarray, floor: int | None) -> np.ndarray:
+        """`row` with every layer the size phase may lower at `floor` bits."""
+        if floor is None:
+            return row
+        knobs = self.knowledge.encoding.knobs
+        lowest = row.copy()
+        for column in self.knowledge.encoding.columns("quant"):
+            options = knobs[column].domain.options
+            if f"{floor}-uniform" in options and decode_choice(options[int(row[column])])[0] > floor:
+                lowest[column] = options.index(f"{floor}-uniform")
+        return lowest
 
     def allocate(self, target_ratio: float, floor: int | None) -> np.ndarray | None:
         """The allocation for one latency target and bit-width floor (None if the target is out of reach)."""
-        row = self._speed_path([target_ratio]).get(target_ratio)
+        row = self._speed_path(self.knowledge.encoding.default, [target_ratio]).get(target_ratio)
         return None if row is None else self._shrink(row, floor)  # outside any search: no trust region
 
-    def _speed_path(self, targets: list[float], limits: Limits | None = None) -> dict[float, np.ndarray]:
-        """One greedy walk from the teacher, the row where it first meets each target (targets it
+    def _front_starts(self, history: History) -> list:
+        """The accurate, feasible models on the measured front, fastest first (FRONT_STARTS of them)."""
+        knowledge = self.knowledge
+        accurate = [r for r in knowledge.accurate(history) if r.feasible]
+        if not accurate:
+            return []
+        points = knowledge.objectives([r.accuracy for r in accurate], [r.latency_ratio for r in accurate],
+                                      [r.size_bytes for r in accurate])
+        front = [accurate[i] for i in pareto_indices(points.tolist(), ("minimize",) * 3)]
+        return sorted(front, key=lambda r: r.latency_ratio)[:FRONT_STARTS]
+
+    def _speed_path(self, start: np.ndarray, targets: list[float], limits: Limits | None = None) -> dict[float, np.ndarray]:
+        """One greedy walk from `start`, the row where it first meets each target (targets it
         cannot reach are left out): every target's allocation from a single pass."""
         knowledge = self.knowledge
-        row = knowledge.encoding.default.copy()
+        row = start.copy()
         pending = sorted(set(targets), reverse=True)
         reached: dict[float, np.ndarray] = {}
+        current = knowledge.predict(row[None, :])
+        latency, accuracy = current.latency_ratio[0], current.accuracy[0]
         for _ in range(MAX_STEPS):
-            current = knowledge.predict(row[None, :])
-            while pending and current.latency_ratio[0] <= pending[0]:
+            while pending and latency <= pending[0]:
                 reached[pending.pop(0)] = row.copy()
             if not pending:
                 break
@@ -93,12 +153,13 @@ class AllocationProposer(Proposer):
             if len(moves) == 0:
                 break
             predicted = knowledge.predict(moves)
-            saved = current.latency_ratio[0] - predicted.latency_ratio
-            lost = np.maximum(current.accuracy[0] - predicted.accuracy, 0.0) + 1e-5
+            saved = latency - predicted.latency_ratio
+            lost = np.maximum(accuracy - predicted.accuracy, 0.0) + 1e-5
             useful = saved > 1e-4
             if not useful.any():
                 break
-            row = moves[int(np.argmax(np.where(useful, saved / lost, -np.inf)))]
+            best = int(np.argmax(np.where(useful, saved / lost, -np.inf)))
+            row, latency, accuracy = moves[best], predicted.latency_ratio[best], predicted.accuracy[best]
         return reached
 
     def _shrink(self, row: np.ndarray, floor: int | None, size_floor: float = 0.0,
@@ -108,20 +169,22 @@ class AllocationProposer(Proposer):
         knowledge = self.knowledge
         if floor is None:
             return row
+        current = knowledge.predict(row[None, :])
+        latency, accuracy, size = current.latency_ratio[0], current.accuracy[0], current.size_bytes[0]
         for _ in range(MAX_STEPS):
-            current = knowledge.predict(row[None, :])
             moves = self._within(self._moves(row, speed=False, floor=floor), limits)
             if len(moves) == 0:
                 break
             predicted = knowledge.predict(moves)
-            saved = np.log(current.size_bytes[0]) - np.log(predicted.size_bytes)
-            lost = current.accuracy[0] - predicted.accuracy
-            allowed = ((saved > 0) & (lost <= SIZE_STEP_TOLERANCE) & (predicted.latency_ratio <= current.latency_ratio[0] * 1.01)
+            saved = np.log(size) - np.log(predicted.size_bytes)
+            lost = accuracy - predicted.accuracy
+            allowed = ((saved > 0) & (lost <= SIZE_STEP_TOLERANCE) & (predicted.latency_ratio <= latency * 1.01)
                        & (predicted.size_bytes / knowledge.teacher_size >= size_floor))
             if not allowed.any():
                 break
-            score = np.where(allowed, saved / (np.maximum(lost, 0.0) + 1e-5), -np.inf)
-            row = moves[int(np.argmax(score))]
+            best = int(np.argmax(np.where(allowed, saved / (np.maximum(lost, 0.0) + 1e-5), -np.inf)))
+            row = moves[best]
+            latency, accuracy, size = predicted.latency_ratio[best], predicted.accuracy[best], predicted.size_bytes[best]
         return row
 
     def _within(self, moves: np.ndarray, limits: Limits | None) -> np.ndarray:
@@ -183,12 +246,12 @@ class AllocationProposer(Proposer):
         return {decode_choice(o)[0] for c in self.knowledge.encoding.columns("quant") for o in knobs[c].domain.options}
 
 
-def _aimed_at(target: float, floor: int | None, history: History) -> bool:
-    """Whether an allocation trial already aimed at (about) this latency target with this floor.
-    The predictors move after every trial, so the same target gives a slightly different
-    allocation each time: on digits, three of thirteen trials went to the budget's own target,
-    11 s each."""
-    return any(r.origin == ALLOCATION and r.predicted
+def _aimed_at(start: int, target: float, floor: int | None, history: History) -> bool:
+    """Whether an allocation trial already walked from `start` (a trial's number, or FROM_TEACHER)
+    to (about) this latency target with this floor. The predictors move after every trial, so the
+    same aim gives a slightly different allocation each time: on digits, three of thirteen trials
+    went to the budget's own target, 11 s each."""
+    return any(r.origin == ALLOCATION and r.predicted and int(r.predicted.get("start", FROM_TEACHER)) == start
                and abs(float(r.predicted.get("target_ratio", -1.0)) / target - 1.0) < TARGET_TOLERANCE
                and float(r.predicted.get("floor", 0.0)) == float(floor or 0)
                for r in history.records)

@@ -11,11 +11,9 @@ trials (with the running trials' predicted points counted in, so parallel worker
 its accuracy taken half a typical prediction error optimistically, among those predicted
 within the latency budget and inside the trust region (search/proposals/trust.py: a step past
 an accurate model measured so far, and not nearly as fast and as small as a model that
-fine-tuned badly). When none is expected to add at least MIN_GAIN of the front's own
-hypervolume, it passes its turn: on digits such proposals fine-tuned to 12-70%, or were near
-twins of front models differing in what the predictors cannot tell apart (the distillation
-knobs). A prediction never stands in for a measurement: the chosen
-candidate is trained and measured like any other.
+fine-tuned badly). When none is expected to add enough to be worth a trial
+(Knowledge.worth_a_trial), it passes its turn. A prediction never stands in for a measurement:
+the chosen candidate is trained and measured like any other.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from slimsearch.search.origins import PREDICTOR
-from slimsearch.search.pareto import hypervolume, hypervolume_improvements
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
 from slimsearch.spaces.genome import Genome
@@ -34,7 +31,6 @@ MUTANTS_PER_PARENT = 40
 CROSSOVERS = 120
 SHORTLIST = 120  # candidates whose hypervolume gain is estimated (the rest ranked out cheaply)
 OPTIMISM = 0.5  # in units of the accuracy predictor's typical error
-MIN_GAIN = 0.02  # the least predicted hypervolume gain worth a trial, relative to the front's own
 
 
 class PredictorProposer(Proposer):
@@ -49,7 +45,8 @@ class PredictorProposer(Proposer):
         if len(pool) == 0:
             return None
         predicted = knowledge.predict(pool)
-        feasible = knowledge.feasible(predicted) & knowledge.trusted(pool, predicted, history)
+        region = knowledge.trust_region(history)
+        feasible = knowledge.feasible(predicted) & region.contains(pool, predicted.latency_ratio, predicted.size_bytes)
         if not feasible.any():
             return None
         pool = pool[feasible]
@@ -59,10 +56,10 @@ class PredictorProposer(Proposer):
         order = _shortlist(points, front, knowledge.reference)
         if len(order) == 0:
             return None
-        gains = hypervolume_improvements(front, points[order], knowledge.reference, seed=int(rng.integers(2**31)))
+        gains = knowledge.expected_gains(history, points[order], rng)
         # Nothing expected to add much (near twins of the front's models, differing in what the
         # predictors cannot tell apart, such as the distillation knobs): the other proposers' turn.
-        if gains.max() <= MIN_GAIN * max(hypervolume(front.tolist(), knowledge.reference.tolist()), 1e-9):
+        if not knowledge.worth_a_trial(gains).any():
             return None
         best = order[int(np.argmax(gains))]
         candidate = knowledge.encoding.decode(pool[best][None, :])[0]

@@ -21,7 +21,8 @@ combinations fine-tuned to 40-65%).
 On the objectives, a proposal is at most 1/TRUST_LATENCY_STEP times as fast and 1/TRUST_SIZE_STEP
 times as small as the fastest and the smallest accurate model (the budget and the teacher before
 any), and never both (nearly: FAILURE_MARGIN) as fast and as small as a fine-tuned model that lost
-more than LOSS_REFERENCE.
+more than LOSS_REFERENCE inside the knob neighbourhoods and that no accurate model has beaten on
+both latency and size since (Knowledge.failures says why).
 The region widens as compressed models prove accurate; the warm start's points widen it at once.
 The sampler is not bound by it: it explores, and multi-fidelity screening stops its misses early.
 """
@@ -62,6 +63,30 @@ class Limits:
     widths: np.ndarray  # (models, quant columns): the most bit-width steps below float allowed
     separable: np.ndarray  # (models,): convs made separable, at most
     lowrank: np.ndarray  # (models,): layers factorised, at most
+
+
+@dataclass
+class TrustRegion:
+    """The whole region for one proposal, built once from the study (Knowledge.trust_region):
+    the objective floors, the knob neighbourhoods and the failures to keep clear of."""
+
+    levels: KnobLevels
+    limits: Limits
+    latency_floor: float  # a ratio to the teacher's latency
+    size_floor: float  # a ratio to the teacher's bytes
+    failures: np.ndarray  # (models, 2): latency ratio and size ratio of models that fine-tuned badly
+    teacher_size: float
+    failure_margin: float
+
+    def contains(self, rows: np.ndarray, latency_ratio: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
+        """Which candidates (`rows`, their predicted latency ratios and bytes) lie inside."""
+        size = np.asarray(size_bytes, dtype=float) / self.teacher_size
+        latency = np.asarray(latency_ratio, dtype=float)
+        inside = (latency >= self.latency_floor) & (size >= self.size_floor)
+        inside &= self.levels.within(rows, self.limits)
+        for failed_latency, failed_size in self.failures:  # (nearly) as fast and as small as a failure
+            inside &= ~((latency <= failed_latency * self.failure_margin) & (size <= failed_size * self.failure_margin))
+        return inside
 
 
 class KnobLevels:

@@ -175,8 +175,8 @@ class Knowledge:
     def expected_gains(self, history: History, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The hypervolume each objective point is predicted to add to the front of fine-tuned,
         feasible trials, the running and queued trials' predicted points counted in (so parallel
-        workers spread out), as a share of that front's own hypervolume (0 for an empty front: then
-        any gain is worth a trial, see worth_a_trial)."""
+        workers spread out), as a share of that front's own hypervolume (with no front yet, any
+        positive gain is infinite: every gain is then worth a trial)."""
         front = np.vstack([self.front_points(history), self.pending_points(history)])
         gains = hypervolume_improvements(front, points, self.reference, seed=int(rng.integers(2**31)))
         volume = hypervolume(front.tolist(), self.reference.tolist()) if len(front) else 0.0

@@ -38,7 +38,8 @@ Figures (per run; accuracy is validation accuracy, the objective every method op
   time from the first trial's start to the last trial's end);
 - over_budget_max_s: the longest trial stopped by latency-first (an over-budget candidate);
 - front_from_proposals: the share of the final Pareto front (accuracy, latency, bytes) whose
-  models did not come from the warm start (or the hand baseline's queue);
+  candidates did not come from the warm start (or the hand baseline's queue): a long fine-tune
+  counts as the trial whose candidate it trained again;
 - latency_mape / accuracy_spearman: the predictors' error on the trials they proposed,
   predicted before each trial ran and compared with what it measured (reports/insights.py);
 - the anytime curve: hypervolume against wall time since the search started, per run.
@@ -65,6 +66,7 @@ from slimsearch.reports.data import front_frame, teacher_info, trials_frame
 from slimsearch.reports.insights import fine_tuned_feasible, predictor_errors
 from slimsearch.search import storage as st
 from slimsearch.search.driver import run_search
+from slimsearch.search.origins import LONG_FINETUNE, PREDICTED_ATTR, origin_of
 from slimsearch.search.pareto import hypervolume
 from slimsearch.spaces import Space
 from slimsearch.spaces.optuna_adapter import candidate_params
@@ -186,12 +188,28 @@ def run_figures(study, wall_s: float, *, started: float | None = None) -> tuple[
     row["teacher_val_accuracy"] = teacher_accuracy
     front = front_frame(study, trials)
     row["front_size"] = len(front)
-    row["front_from_proposals"] = float((~front["origin"].isin(HAND_ORIGINS)).mean()) if len(front) else math.nan
+    origins = candidate_origins(study)
+    row["front_from_proposals"] = (float((~front["trial"].map(origins).isin(HAND_ORIGINS)).mean())
+                                   if len(front) else math.nan)
     errors = predictor_errors(trials)
     row["latency_mape"], row["latency_mape_samples"] = errors["latency_mape"], errors["latency_samples"]
     row["accuracy_spearman"] = errors["accuracy_spearman"]
     curve = anytime_curve(study, trials, teacher, started) if started is not None else []
     return row, curve
+
+
+def candidate_origins(study) -> dict[int, str]:
+    """Trial number -> where its candidate came from: its origin, or for a long fine-tune the origin
+    of the trial it trained again (a warm-start point trained longer is still the warm start's)."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    origins = {}
+    for number, trial in trials.items():
+        origin = origin_of(trial.user_attrs)
+        extends = (trial.user_attrs.get(PREDICTED_ATTR) or {}).get("extends")
+        if origin == LONG_FINETUNE and extends is not None and int(extends) in trials:
+            origin = origin_of(trials[int(extends)].user_attrs)
+        origins[number] = origin
+    return origins
 
 
 def overhead_share(finished) -> float:

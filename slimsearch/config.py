@@ -33,7 +33,7 @@ HALF_PRECISIONS = ("float16", "bfloat16")
 SAMPLERS = ("nsga2", "tpe", "random")
 # Who proposes candidates after the warm start (search/proposals/): Optuna's sampler, the
 # predictor-guided inner search, and the budgeted allocation by layer sensitivity.
-PROPOSERS = ("sampler", "predictor", "allocation")
+PROPOSERS = ("sampler", "predictor", "allocation", "long_finetune")
 # What the sampler samples: the genome (per-family intensity, per-layer allocation by
 # sensitivity; spaces/genome.py) or every per-layer knob on its own.
 PARAMETRISATIONS = ("genome", "layer")
@@ -173,12 +173,17 @@ class FinetuneConfig:
     `screen_epochs` is multi-fidelity (search/fidelity.py): every candidate is first fine-tuned
     this far into its `epochs`-long schedule, and only one that could still reach the front
     trains on to the end. 0, or a value not below `epochs`, gives every candidate the full fine-tune.
+
+    `long_factor` is how many times this fine-tune a long one is: the `long_finetune` proposer
+    (search/proposals/long_finetune.py) gives measured candidates that could add to the front if
+    they recovered more accuracy that much more training. 1 turns it off.
     """
 
     epochs: float = 3.0
     lr: float = 2e-3
     batch_size: int = 64
     screen_epochs: float = 1.0
+    long_factor: float = 3.0
     # Optimiser steps per fine-tune; when set it replaces `epochs` (with real data, an epoch over
     # the whole train split can take hours). The screen then comes at the same share of the
     # steps as `screen_epochs` is of `epochs` (a third by default).
@@ -197,6 +202,10 @@ class FinetuneConfig:
         _check_positive("finetune.", "lr", self.lr, integer=False)
         _check_positive("finetune.", "batch_size", self.batch_size)
         _check_positive("finetune.", "screen_epochs", self.screen_epochs, integer=False, allow_zero=True)
+        factor = self.long_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor >= 1):
+            raise ConfigError(f"finetune.long_factor must be a number >= 1 (1: no long fine-tunes), "
+                              f"but got long_factor={factor!r}")
         if self.steps is not None:
             _check_positive("finetune.", "steps", self.steps)
 
@@ -205,12 +214,14 @@ class FinetuneConfig:
         """Whether candidates get a short fine-tune first (see `screen_epochs`)."""
         return 0 < self.screen_epochs < self.epochs
 
-    def plan(self, train_samples: int) -> FinetunePlan:
-        """The fine-tune's length in optimiser steps for a train split of `train_samples`."""
+    def plan(self, train_samples: int, *, scale: float = 1.0) -> FinetunePlan:
+        """The fine-tune's length in optimiser steps for a train split of `train_samples`; `scale`
+        times as long for a long fine-tune, which is never screened (its candidate was measured)."""
         per_epoch = max(1, math.ceil(train_samples / self.batch_size))
         total = self.steps if self.steps is not None else max(1, round(self.epochs * per_epoch))
+        total = max(1, round(total * scale))
         screen = None
-        if self.screens:
+        if self.screens and scale == 1.0:
             share = self.screen_epochs / self.epochs
             screen = round(share * total) if self.steps is not None else round(self.screen_epochs * per_epoch)
             screen = screen if 0 < screen < total else None

@@ -22,7 +22,7 @@ COLOURS = {
 }
 # Front markers by the proposer that chose the model (search/origins.py).
 ORIGIN_SYMBOLS = {"warm_start": "square", "sampler": "diamond", "predictor": "circle", "allocation": "triangle-up",
-                  "retry": "hexagon", "queued": "pentagon", "random": "cross"}
+                  "long_finetune": "star", "retry": "hexagon", "queued": "pentagon", "random": "cross"}
 STAGE_COLOURS = {"build": "#8b5cf6", "compile": "#ef4444", "latency": "#f59e0b", "finetune": "#3b82f6", "evaluate": "#10b981",
                  "engine": "#cbd5e1"}
 STAGE_NAMES = {"build": "build", "compile": "compile", "latency": "latency", "finetune": "fine-tune", "evaluate": "evaluate",

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from slimsearch.reports.data import STAGES, knob_lines, recommended
+from slimsearch.search.origins import LONG_FINETUNE
 from slimsearch.search.pareto import hypervolume
 
 # Hypervolume reference point in normalised objectives (all minimised):
@@ -161,9 +162,14 @@ def predictor_errors(trials: pd.DataFrame) -> dict[str, float]:
     """How far the proposers' predictions, made before each trial ran, were from what it measured:
     the latency's median absolute percentage error (against the trial's first measurement, an
     early-exit model's lower bound) and the rank correlation of predicted and measured accuracy
-    over the fine-tuned trials. Held out by construction: no prediction saw its own trial."""
+    over the fine-tuned trials. Held out by construction: no prediction saw its own trial. Long
+    fine-tunes are left out."""
     from slimsearch.search.predictors import spearman
 
+    # A long fine-tune's expectation is a measured model's own latency and size with a share of
+    # its loss won back: no prediction of the predictors', and its latency is a re-measurement.
+    if "origin" in trials:
+        trials = trials[trials["origin"] != LONG_FINETUNE]
     timed = trials.dropna(subset=["predicted_latency_ratio", "first_latency_ratio"])
     errors = (timed["predicted_latency_ratio"].astype(float) / timed["first_latency_ratio"].astype(float) - 1.0).abs()
     tuned = trials[fine_tuned_feasible(trials) | ((trials["state"] == "complete") & trials["stopped_early"].isna())]

@@ -33,6 +33,7 @@ from slimsearch.config import SearchConfig
 from slimsearch.errors import ConfigError, SlimsearchError
 from slimsearch.search import ray_worker
 from slimsearch.search import storage as st
+from slimsearch.search.origins import TRIAL_INPUT_ATTRS, proposed_attrs
 from slimsearch.search.storage import DIRECTIONS, OBJECTIVES
 
 # Share of a node's target resource one trial takes. The resource marks the kind of node; how
@@ -237,8 +238,10 @@ class _StudySearch(OptunaSearch):
             return None  # enough trials running; ask again when one ends (it may fail)
         super().suggest(trial_id)
         ot_trial = self._ot_trials[trial_id]
-        # Flat Optuna params (the base class nests names containing '/'), and the trial's number.
-        return {"number": ot_trial.number, "params": dict(ot_trial.params)}
+        # Flat Optuna params (the base class nests names containing '/'), the trial's number, and
+        # what the proposer told the trial (its origin, a long fine-tune's factor).
+        attrs = {key: value for key, value in proposed_attrs(ot_trial).items() if key in TRIAL_INPUT_ATTRS}
+        return {"number": ot_trial.number, "params": dict(ot_trial.params), "attrs": attrs}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         pass  # one result per trial, handled at completion (multi-objective: nothing to report)

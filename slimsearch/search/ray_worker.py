@@ -77,6 +77,8 @@ def run_trial_on_node(tune_config: dict, config_data: dict, run_dir: str) -> dic
     study = optuna.create_study(directions=list(DIRECTIONS), sampler=optuna.samplers.RandomSampler())
     study.enqueue_trial(tune_config["params"])
     trial = _numbered(study, study.ask(), tune_config["number"])
+    for key, value in tune_config.get("attrs", {}).items():  # as the driver's study holds them
+        trial.set_user_attr(key, value)
     try:
         values: tuple | None = run_trial(trial, context)
     except Exception:  # run_trial recorded the reason on the trial

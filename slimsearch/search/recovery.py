@@ -25,7 +25,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
-from slimsearch.search.origins import ORIGIN_ATTR, RETRIED_ORIGIN_ATTR, RETRY, origin_of
+from slimsearch.search.origins import FINETUNE_SCALE_ATTR, ORIGIN_ATTR, RETRIED_ORIGIN_ATTR, RETRY, origin_of
 from slimsearch.search.attrs import FAIL_REASON_ATTR
 
 RETRY_OF_ATTR = "retry_of"
@@ -86,7 +86,10 @@ def requeue(study, number: int, params: dict, user_attrs: dict, report: Report |
                f"{retries} times, so it is not queued again.")
     else:
         # The retry says it is one (origin `retry`) and keeps what the lost trial was, so a
-        # warm-start point keeps its exemption from screening (search/fidelity.py).
-        study.enqueue_trial(params, user_attrs={RETRY_OF_ATTR: number, RETRIES_ATTR: retries, ORIGIN_ATTR: RETRY,
-                                                RETRIED_ORIGIN_ATTR: origin_of(user_attrs)}, skip_if_exists=False)
+        # warm-start point keeps its exemption from screening (search/fidelity.py) and a long
+        # fine-tune its length.
+        attrs = {RETRY_OF_ATTR: number, RETRIES_ATTR: retries, ORIGIN_ATTR: RETRY, RETRIED_ORIGIN_ATTR: origin_of(user_attrs)}
+        if FINETUNE_SCALE_ATTR in user_attrs:
+            attrs[FINETUNE_SCALE_ATTR] = user_attrs[FINETUNE_SCALE_ATTR]
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
         report(f"Trial {number} was {reason}; it is recorded as failed and its candidate is queued again.")

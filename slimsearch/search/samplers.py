@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from slimsearch.search.origins import GENOME_ATTR, ORIGIN_ATTR, PREDICTED_ATTR, QUEUED, RANDOM
+from slimsearch.search.origins import FINETUNE_SCALE_ATTR, GENOME_ATTR, ORIGIN_ATTR, PREDICTED_ATTR, QUEUED, RANDOM
 
 PROPOSAL_SECONDS_ATTR = "proposal_seconds"  # time the engine took to propose the trial (overhead, not a stage)
 
@@ -52,6 +52,8 @@ class ProposalSampler(optuna.samplers.BaseSampler):
             storage.set_trial_user_attr(trial._trial_id, PREDICTED_ATTR, proposal.predicted)
         if proposal.genome is not None:
             storage.set_trial_user_attr(trial._trial_id, GENOME_ATTR, proposal.genome)
+        if proposal.finetune_scale != 1.0:
+            storage.set_trial_user_attr(trial._trial_id, FINETUNE_SCALE_ATTR, proposal.finetune_scale)
         params = self.space.params(proposal.candidate)
         return {name: value for name, value in params.items() if name in search_space}
 

@@ -33,7 +33,7 @@ from slimsearch.evaluators.quantized_deploy import export_deployed
 from slimsearch.evaluators.size import file_size_bytes, packed_size_bytes, parameter_count
 from slimsearch.evaluators.train import TeacherLogits, distillation_targets, fit
 from slimsearch.search.fidelity import Screen, screened_out_reason
-from slimsearch.search.origins import is_warm_start
+from slimsearch.search.origins import finetune_scale, is_warm_start, proposed_attrs
 from slimsearch.search.storage import CONSTRAINT_NAME, FIRST_LATENCY_ATTR, artifact_store
 from slimsearch.spaces import Candidate, Space
 from slimsearch.spaces.optuna_adapter import suggest_candidate
@@ -286,7 +286,9 @@ def _run_trial(trial, context: TrialContext) -> tuple[float, float, float]:
 
         with stage("finetune"):
             distill = candidate.family("distill")
-            plan = config.finetune.plan(len(task.train))  # in steps: finetune.steps, or epochs of this train split
+            # In steps: finetune.steps, or epochs of this train split; a long fine-tune's factor times that.
+            plan = config.finetune.plan(len(task.train), scale=finetune_scale(proposed_attrs(trial)))
+            trial.set_user_attr("finetune_epochs", round(plan.epochs, 4))
             screen = _screen(trial, context, student, first, size_bytes, stage) if plan.screen_step else None
             fit(student, task.train, steps=plan.steps, lr=config.finetune.lr,
                 batch_size=config.finetune.batch_size, teacher_logits=context.teacher_logits,
@@ -351,7 +353,7 @@ def _screen(trial, context: TrialContext, student: torch.nn.Module, first, size_
 
     return Screen(trial, epochs=context.config.finetune.plan(len(task.train)).screen_epochs,
                   latency_ratio=first.student.value_ms / first.teacher.value_ms, size_bytes=size_bytes,
-                  evaluate=evaluate, always_promote=is_warm_start(trial.user_attrs))
+                  evaluate=evaluate, always_promote=is_warm_start(proposed_attrs(trial)))
 
 
 def _exit_shares(exits: torch.nn.Module, inputs: torch.Tensor) -> dict[str, float]:

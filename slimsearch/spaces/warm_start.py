@@ -1,6 +1,7 @@
 """Where a search starts: the candidates a person would try first, before any proposer's own.
 
-In order (`starting_candidates`): pruning 0.5 with int8, pruning 0.8 with int8 (how far uniform
+In order (`starting_candidates`): pruning 0.5 with int8, pruning 0.8 with int8, or in float where
+the latency probes measured that faster (search/proposals/warm_start.py; how far uniform
 compression goes: the trust region of search/proposals/trust.py widens from what proves accurate,
 and a short search must not spend its time walking there), every early exit at a cautious
 threshold with 0.5 pruning, the first exit alone, int8 alone; then the hand baseline's points (uniform structured
@@ -61,10 +62,11 @@ def hand_baseline(space: Space, ratios: Iterable[float] = HAND_RATIOS) -> list[C
     return list(dict.fromkeys(points))
 
 
-def starting_candidates(space: Space) -> list[Candidate]:
-    """The warm start, in the order it is proposed (see the module's doc)."""
+def starting_candidates(space: Space, *, bold_int8: bool = True) -> list[Candidate]:
+    """The warm start, in the order it is proposed (see the module's doc); `bold_int8` False: the
+    bold pruning point in float (where it was measured faster so)."""
     build = _Builder(space)
-    points = _leading(build)
+    points = _leading(build, bold_int8)
     if build.int8():
         points.append(build.candidate(quant=build.int8()))
     return _teacher_last(build, points + hand_baseline(space))
@@ -79,12 +81,12 @@ def _teacher_last(build: _Builder, points: list[Candidate]) -> list[Candidate]:
     return [point for point in dict.fromkeys(points) if point != teacher] + [teacher]
 
 
-def _leading(build: _Builder) -> list[Candidate]:
+def _leading(build: _Builder, bold_int8: bool) -> list[Candidate]:
     """The points queued before the hand baseline's."""
     int8, half, bold = build.int8(), build.uniform_prune(0.5), build.uniform_prune(BOLD_RATIO)
     points = [build.candidate(prune=half, quant=int8)]
     if bold:
-        points.append(build.candidate(prune=bold, quant=int8))
+        points.append(build.candidate(prune=bold, quant=int8 if bold_int8 else {}))
     exits = [k for k in build.knobs.get("exits", []) if k.stage is not None]
     if exits and all(EXIT_THRESHOLD in k.domain.options for k in exits):
         # Every exit, with pruning: where exits pay (a deep model on an easy task) most samples

@@ -42,10 +42,10 @@ def test_search_front_export_and_resume(tiny_settings, tmp_path):
     # the proposers, whose predictions are kept beside what the trial measured.
     trials = slimsearch.load(run_dir).trials
     assert list(trials["origin"])[:1] == ["warm_start"] and "warm_start" not in list(trials["origin"])[1:]
-    assert set(trials["origin"][1:]) <= {"allocation", "predictor", "sampler"}
-    predicted = trials[trials["origin"].isin(["allocation", "predictor"])]
+    assert set(trials["origin"][1:]) <= {"allocation", "predictor", "sampler", "long_finetune"}
+    predicted = trials[trials["origin"].isin(["allocation", "predictor", "long_finetune"])]
     assert len(predicted) and predicted["predicted_latency_ratio"].notna().all()
-    assert all(record["origin"] in {"warm_start", "allocation", "predictor", "sampler"} for record in records)
+    assert all(record["origin"] in {"warm_start", "allocation", "predictor", "sampler", "long_finetune"} for record in records)
     # Beyond the warm start (uniform int8), the proposers explore mixed precision.
     sampled = [json.loads(c)["choices"]["quant"] for c in trials["candidate"].dropna()]
     assert any(len({value.split("-")[0] for value in quant.values()}) >= 2 for quant in sampled)

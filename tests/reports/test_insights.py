@@ -155,3 +155,18 @@ def test_quant_choices_stored_as_strings_read_as_bit_widths():
     matrix = layer_matrix(pd.DataFrame({"trial": [0], "candidate": [candidate]})).set_index("layer")
     assert matrix.loc["a", "value"] == 8 and matrix.loc["b", "label"] == "2b kmeans" and matrix.loc["c", "strength"] == 0
     assert knob_lines(candidate) == ["quant: 2/3 layers changed; 2b ×1, 8b ×1, 32b ×1"]
+
+
+def test_predictor_errors_leave_long_fine_tunes_out():
+    """A long fine-tune's 'prediction' is its own earlier measurement: counting it would flatter the predictors."""
+    from slimsearch.reports.insights import predictor_errors
+
+    rows = [  # (origin, predicted latency, first latency, predicted accuracy, accuracy)
+        ("predictor", 0.30, 0.40, 0.95, 0.90), ("allocation", 0.50, 0.40, 0.97, 0.96),
+        ("long_finetune", 0.40, 0.40, 0.93, 0.97), ("long_finetune", 0.25, 0.25, 0.99, 0.80)]
+    trials = pd.DataFrame([{"origin": o, "predicted_latency_ratio": p, "first_latency_ratio": f, "predicted_accuracy": pa,
+                            "accuracy": a, "state": "complete", "feasible": True, "stopped_early": None}
+                           for o, p, f, pa, a in rows])
+    errors = predictor_errors(trials)
+    assert errors["latency_samples"] == 2 and errors["latency_mape"] == pytest.approx(0.25)
+    assert errors["accuracy_samples"] == 2

@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from slimsearch.config import SearchConfig
-from slimsearch.search.origins import ALLOCATION, PREDICTOR, QUEUED, SAMPLER, WARM_START
+from slimsearch.search.origins import (ALLOCATION, FINETUNE_SCALE_ATTR, LONG_FINETUNE, PREDICTOR, QUEUED, SAMPLER,
+                                      WARM_START)
 from slimsearch.search.proposals import create_engine
 from slimsearch.search.proposals.base import Proposal
 from slimsearch.search.proposals.engine import SCHEDULE
@@ -37,23 +38,26 @@ def engine_for(setup, **settings):
     return create_engine(config, space, task, priors, TEACHER, seed=0), space
 
 
-def record(study, space, engine, proposal, accuracy=None):
+def record(study, space, engine, proposal, accuracy=None, latency_ratio=None):
     """Write the proposal as a finished trial, its outcome what the predictors expect of it (or
-    `accuracy`)."""
+    `accuracy`, `latency_ratio`)."""
     knowledge = engine.knowledge
     row = engine.encoding.encode([proposal.candidate])
     predicted = knowledge.predict(row)
-    ratio = float(predicted.latency_ratio[0])
+    ratio = float(predicted.latency_ratio[0]) if latency_ratio is None else latency_ratio
+    attrs = {"candidate": proposal.candidate.to_dict(), "origin": proposal.origin, "stopped_early": None,
+             "teacher_latency_ms": TEACHER["latency_ms"], "first_latency_ratio": ratio,
+             "feasible": ratio <= 0.6, "violation": ratio / 0.6 - 1, "genome": proposal.genome}
+    if proposal.finetune_scale != 1.0:
+        attrs[FINETUNE_SCALE_ATTR] = proposal.finetune_scale
     study.add_trial(optuna.trial.create_trial(
         params=space.params(proposal.candidate), distributions=space_distributions(space),
         values=[float(predicted.accuracy[0]) if accuracy is None else accuracy, ratio * TEACHER["latency_ms"], float(predicted.size_bytes[0])],
-        user_attrs={"candidate": proposal.candidate.to_dict(), "origin": proposal.origin, "stopped_early": None,
-                    "teacher_latency_ms": TEACHER["latency_ms"], "first_latency_ratio": ratio,
-                    "feasible": ratio <= 0.6, "violation": ratio / 0.6 - 1, "genome": proposal.genome}))
+        user_attrs=attrs))
 
 
 def test_warm_start_first_then_the_proposers_in_turn_never_twice(setup):
-    engine, space = engine_for(setup)
+    engine, space = engine_for(setup, proposers=["sampler", "predictor", "allocation"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     origins, keys = [], []
     for _ in range(16):
@@ -67,7 +71,8 @@ def test_warm_start_first_then_the_proposers_in_turn_never_twice(setup):
     assert len(set(keys)) == len(keys)
     later = origins[warm:]
     assert set(later) == {ALLOCATION, PREDICTOR, SAMPLER}
-    assert later[:len(SCHEDULE)] == list(SCHEDULE)
+    schedule = [origin for origin in SCHEDULE if origin != LONG_FINETUNE]
+    assert later[:len(schedule)] == schedule
     assert later.count(PREDICTOR) >= later.count(SAMPLER)
     assert engine.last_seconds < 5
 
@@ -311,3 +316,82 @@ def test_failures_rule_out_only_what_no_accurate_model_has_disproved_inside_the_
     further[encoding.columns("prune")] = 0.25
     record(study, space, engine, Proposal(encoding.decode(further[None, :])[0], PREDICTOR), accuracy=0.99)
     assert len(knowledge.trust_region(engine._history(study.get_trials(deepcopy=False))).failures) == 0
+
+
+def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_recovered(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    long = engine.proposers[LONG_FINETUNE]
+    history = lambda: engine._history(study.get_trials(deepcopy=False))  # noqa: E731
+    rng = np.random.default_rng(0)
+    assert long.propose(history(), rng) is None  # nothing measured yet
+    knobs, rows = engine.encoding.knobs, []
+    for ratio in (0.2, 0.5, 0.8, 0.4, 0.6):  # uniform pruning, as the hand grid would
+        row = engine.encoding.default.copy()
+        for column in engine.encoding.columns("prune"):
+            row[column] = min(ratio, knobs[column].domain.high)
+        rows.append(row)
+    candidates = engine.encoding.decode(np.array(rows))
+    # Slow and accurate, middling, and fast but short of the teacher (0.99): none expected within a point of it.
+    for candidate, accuracy, latency in zip(candidates, (0.988, 0.94, 0.90), (0.55, 0.35, 0.15)):
+        record(study, space, engine, Proposal(candidate, SAMPLER), accuracy=accuracy, latency_ratio=latency)
+    proposal = long.propose(history(), rng)
+    assert proposal is not None and proposal.origin == LONG_FINETUNE and proposal.finetune_scale == 3.0
+    assert proposal.candidate.key == candidates[2].key  # most to win: the fast one, if it recovers
+    assert proposal.predicted["accuracy"] == pytest.approx(0.90 + 0.75 * (0.99 - 0.90))
+    assert proposal.predicted["extends"] == 2 and proposal.predicted["latency_ratio"] == 0.15
+
+    # Measured: it won back 80% of its loss; the next expectation leans that way, and a candidate
+    # is never given a second long fine-tune.
+    record(study, space, engine, proposal, accuracy=0.90 + 0.8 * 0.09, latency_ratio=0.15)
+    assert long.recovery(history()) == pytest.approx((0.75 * 2 + 0.8) / 3)
+    second = long.propose(history(), rng)
+    assert second is None or second.candidate.key != candidates[2].key
+    # The accuracy model learns what the configured fine-tune reaches: long ones stay out of its fit.
+    assert len(history().trained(standard=True)) == 3 and len(history().trained()) == 4
+
+    # One expected to become the fastest model within a point of the teacher goes first, whatever
+    # a fast, lossy one would add to the hypervolume: that is the model people pick.
+    record(study, space, engine, Proposal(candidates[3], SAMPLER), accuracy=0.978, latency_ratio=0.30)
+    record(study, space, engine, Proposal(candidates[4], SAMPLER), accuracy=0.85, latency_ratio=0.08)
+    third = long.propose(history(), rng)
+    assert third is not None and third.candidate.key == candidates[3].key
+
+
+def test_long_fine_tunes_pass_when_nothing_could_add_enough_or_the_factor_is_one(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    candidate = engine.encoding.decode(engine.encoding.default[None, :])[0]
+    # At the teacher's accuracy already: nothing to win back.
+    record(study, space, engine, Proposal(candidate, SAMPLER), accuracy=0.99, latency_ratio=0.5)
+    history = engine._history(study.get_trials(deepcopy=False))
+    assert engine.proposers[LONG_FINETUNE].propose(history, np.random.default_rng(0)) is None
+    off, _ = engine_for(setup, warm_start=False, proposers=["long_finetune"], finetune={"long_factor": 1})
+    assert off.proposers[LONG_FINETUNE].propose(history, np.random.default_rng(0)) is None
+
+
+def test_a_long_fine_tune_is_the_configured_one_times_the_factor_and_never_screened():
+    from slimsearch.config import FinetuneConfig
+    from slimsearch.errors import ConfigError
+
+    config = FinetuneConfig(epochs=3.0, screen_epochs=1.0, long_factor=3.0)
+    plain, long = config.plan(1000), config.plan(1000, scale=config.long_factor)
+    assert long.steps == 3 * plain.steps and plain.screen_step and long.screen_step is None
+    for bad in (0.5, float("nan"), float("inf"), "3", True):
+        with pytest.raises(ConfigError, match="finetune.long_factor must be a number >= 1"):
+            FinetuneConfig(long_factor=bad)
+
+
+def test_the_warm_starts_bold_point_takes_the_form_the_latency_probes_timed_faster(setup):
+    from slimsearch.spaces.warm_start import BOLD_RATIO, hand_baseline
+
+    task, config, space, priors = setup
+    in_float, with_int8 = hand_baseline(space, ratios=(BOLD_RATIO,))
+    for float_ratio, int8_ratio, expected in ((0.20, 0.26, in_float), (0.30, 0.26, with_int8)):
+        probes = [{"candidate": in_float.to_dict(), "ratio": float_ratio},
+                  {"candidate": with_int8.to_dict(), "ratio": int8_ratio}]
+        engine = create_engine(config, space, task, {**priors, "latency_probes": probes}, TEACHER, seed=0)
+        assert engine.warm_start.candidates[1] == expected
+    # Without both timings the warm start keeps int8.
+    engine = create_engine(config, space, task, priors, TEACHER, seed=0)
+    assert engine.warm_start.candidates[1] == with_int8

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from slimsearch.search.fidelity import SCREEN_ATTR
-from slimsearch.search.origins import GENOME_ATTR, PREDICTED_ATTR, origin_of
+from slimsearch.search.origins import GENOME_ATTR, PREDICTED_ATTR, finetune_scale, origin_of
 from slimsearch.search.storage import FIRST_LATENCY_ATTR
 from slimsearch.spaces.candidate import Candidate
 from slimsearch.spaces.encoding import Encoding
@@ -29,6 +29,7 @@ class Proposal:
     # kept on the trial so the predictors' errors can be read against what was measured.
     predicted: dict[str, float] | None = None
     genome: dict[str, Any] | None = None  # the sampler's genes, when it sampled the genome
+    finetune_scale: float = 1.0  # a long fine-tune's factor (search/proposals/long_finetune.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Record:
     violation: float  # the latency constraint (<= 0: within budget)
     params: dict[str, Any]
     predicted: dict[str, float] | None = None  # what its proposer expected (Proposal.predicted)
+    finetune_scale: float = 1.0  # how many times the configured fine-tune it got
 
 
 @dataclass
@@ -67,12 +69,14 @@ class History:
     def fine_tuned(self) -> list[Record]:
         return [r for r in self.records if r.fine_tuned and r.row is not None and r.accuracy is not None]
 
-    def trained(self) -> list[tuple[Record, float]]:
+    def trained(self, *, standard: bool = False) -> list[tuple[Record, float]]:
         """(record, accuracy) of every trial that was fine-tuned at all: to the end, or screened out
         after its short fine-tune (whose accuracy then understates what the full one would reach,
-        which only makes the accuracy model warier where candidates collapse)."""
+        which only makes the accuracy model warier where candidates collapse); `standard`: only
+        those given the configured fine-tune, not a long one."""
         return [(r, r.accuracy if r.accuracy is not None else r.screened_accuracy) for r in self.records
-                if r.row is not None and (r.accuracy is not None or r.screened_accuracy is not None)]
+                if r.row is not None and (r.accuracy is not None or r.screened_accuracy is not None)
+                and not (standard and r.finetune_scale != 1.0)]
 
     def count(self, origin: str) -> int:
         """Trials `origin` proposed (the trial being proposed for, with no candidate yet, is not one)."""
@@ -117,5 +121,6 @@ def read_history(trials, encoding: Encoding) -> History:
             feasible=bool(attrs.get("feasible")), fine_tuned=complete and not stopped,
             genome=attrs.get(GENOME_ATTR), values=values, violation=float(attrs.get("violation", 0.0)),
             params=dict(trial.params),
-            predicted=attrs.get(PREDICTED_ATTR) if isinstance(attrs.get(PREDICTED_ATTR), dict) else None))
+            predicted=attrs.get(PREDICTED_ATTR) if isinstance(attrs.get(PREDICTED_ATTR), dict) else None,
+            finetune_scale=finetune_scale(attrs)))
     return History(records)

@@ -15,17 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slimsearch.search.origins import ALLOCATION, PREDICTOR, SAMPLER
+from slimsearch.search.origins import ALLOCATION, LONG_FINETUNE, PREDICTOR, SAMPLER
 from slimsearch.search.proposals.base import History, Proposal, Proposer, read_history
 from slimsearch.search.proposals.knowledge import Knowledge
 from slimsearch.spaces.encoding import Encoding
 
-# Half the turns to the predictor-guided search, a third to the budgeted allocation, a sixth to
-# the sampler: the predictor exploits what has been measured, allocation covers the latency
-# range along the sensitivity, and the sampler keeps exploring where the predictors are wrong
-# (a quarter of the turns was too many for a short search: on digits its trials fine-tuned to
-# 30-95%, a third of a 120 s run).
-SCHEDULE = (ALLOCATION, PREDICTOR, SAMPLER, PREDICTOR, ALLOCATION, PREDICTOR)
+# Three turns in eight to the predictor-guided search, two to the budgeted allocation, two to
+# long fine-tunes, one to the sampler: the predictor exploits what has been measured, allocation
+# covers the latency range along the sensitivity, long fine-tunes take the boldest measured
+# models as far as training can (it passes until one could add to the front), and the sampler
+# keeps exploring where the predictors are wrong (a quarter of the turns was too many for a
+# short search: on digits its trials fine-tuned to 30-95%, a third of a 120 s run).
+SCHEDULE = (ALLOCATION, PREDICTOR, LONG_FINETUNE, SAMPLER, PREDICTOR, ALLOCATION, LONG_FINETUNE, PREDICTOR)
 
 
 @dataclass

@@ -67,7 +67,8 @@ class Knowledge:
     # --- fitting -------------------------------------------------------------------------------
     def refit(self, history: History) -> None:
         self.latency.fit(self.latency_observations(history))
-        trained = history.trained()
+        # The accuracy model predicts what the configured fine-tune reaches: long ones would blur it.
+        trained = history.trained(standard=True)
         self.accuracy.fit(np.array([r.row for r, _ in trained]).reshape(len(trained), self.encoding.width),
                           np.array([accuracy for _, accuracy in trained]))
 

@@ -29,7 +29,7 @@ from slimsearch.spaces.exits import OFF
 PRIORS_ATTR = "priors"
 FILE_NAME = "priors.json"
 PROBE_RATIOS = (0.5, 0.8)
-PRIORS_VERSION = 1  # bump when what the priors hold, or how they are measured, changes
+PRIORS_VERSION = 2  # bump when what the priors hold, or how they are measured, changes
 # A time-bounded search spends at most this share of its time on the priors, the sensitivity
 # pass at most SENSITIVITY_SHARE of that; the latency probes have the rest.
 PRIORS_SHARE = 0.2
@@ -162,10 +162,25 @@ def latency_probe_candidates(encoding: Encoding) -> list[Candidate]:
         row = base.copy()
         row[column] = next(i for i, o in enumerate(knobs[column].domain.options) if o != OFF)
         exit_rows.append(row)
+    # Uniform changes move work, weights and activations together; the proposers' candidates do
+    # not. Two uneven ones let the fit tell them apart: the late half of the pruning groups cut
+    # hard (most weights, little of the high-resolution work), and int8 on every other layer (a
+    # precision switch at each border). Without them, on resnet18 the fit put its weight on the
+    # weights and predicted allocations pruned late at 0.14x and 0.22x that measured 0.26x and 0.36x.
+    late = base.copy()
+    prune_columns = encoding.columns("prune")
+    for column in prune_columns[len(prune_columns) // 2:]:
+        late[column] = hard(knobs[column])
+    alternate = base.copy()
+    for column in encoding.columns("quant")[::2]:
+        pick = option("8-uniform")(knobs[column])
+        if pick is not None:
+            alternate[column] = pick
     # The most telling first: a time-bounded search may stop after any of them.
     rows = [with_values(base, "prune", half), int8, with_values(int8, "prune", half),
             with_values(separable, "prune", half), with_values(base, "prune", hard), *exit_rows[:1],
-            with_values(base, "lowrank", smallest_rank), separable, with_values(int8, "prune", hard), *exit_rows[1:]]
+            with_values(base, "lowrank", smallest_rank), separable, with_values(int8, "prune", hard), late, alternate,
+            *exit_rows[1:]]
     default = encoding.keys(base[None, :])[0]
     unique, seen = [], {default}
     for row, key in zip(rows, encoding.keys(np.array(rows))):

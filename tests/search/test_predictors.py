@@ -27,13 +27,26 @@ def genome_rows(layout, count, seed):
 
 def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):
     truth = LatencyPredictor(layout)
-    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02, 0.3, 0.1])  # some machine's costs
+    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02, 0.3, 0.1, 0.2])  # some machine's costs
     rows = genome_rows(layout, 80, seed=0)
     measured = truth.predict(rows, lower_bound=True)
     predictor = LatencyPredictor(layout).fit([LatencyObservation(r, m) for r, m in zip(rows[:60], measured[:60])])
     held_out = predictor.predict(rows[60:], lower_bound=True)
     assert np.median(np.abs(held_out / measured[60:] - 1)) < 0.05
     assert len(truth.weights) == len(LATENCY_FEATURES)
+
+
+def test_precision_switches_count_the_borders_between_float_and_integer_layers(layout):
+    encoding = layout.encoding
+    switches = LATENCY_FEATURES.index("precision_switches")
+    columns = encoding.columns("quant")
+    int8 = encoding.knobs[columns[0]].domain.options.index("8-uniform")
+    every, alternate = encoding.default.copy(), encoding.default.copy()
+    every[columns] = int8
+    alternate[columns[::2]] = int8
+    paths = layout.features(np.vstack([encoding.default, every, alternate]))["paths"][:, -1, switches]
+    # None in float; one (the input's quantisation) with every layer int8; a border at every layer alternating.
+    assert paths[0] == 0 and 0 < paths[1] < paths[2]
 
 
 def test_unfitted_latency_follows_work_and_exits_cost_less_at_their_lower_bound(layout):

@@ -336,7 +336,7 @@ def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_r
     for candidate, accuracy, latency in zip(candidates, (0.988, 0.94, 0.90), (0.55, 0.35, 0.15)):
         record(study, space, engine, Proposal(candidate, SAMPLER), accuracy=accuracy, latency_ratio=latency)
     proposal = long.propose(history(), rng)
-    assert proposal is not None and proposal.origin == LONG_FINETUNE and proposal.finetune_scale == 3.0
+    assert proposal is not None and proposal.origin == LONG_FINETUNE and proposal.finetune_scale == 5.0  # the default
     assert proposal.candidate.key == candidates[2].key  # most to win: the fast one, if it recovers
     assert proposal.predicted["accuracy"] == pytest.approx(0.90 + 0.75 * (0.99 - 0.90))
     assert proposal.predicted["extends"] == 2 and proposal.predicted["latency_ratio"] == 0.15

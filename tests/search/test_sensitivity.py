@@ -63,6 +63,9 @@ def test_latency_probes_span_the_families_without_repeats():
     assert any(any(v < 1 for v in c.family("lowrank").values()) for c in candidates)
     assert any(any(v == "8-uniform" for v in c.family("quant").values()) for c in candidates)
     assert any(any(v != "off" for k, v in c.family("exits").items() if k != "criterion") for c in candidates)
+    # Uneven ones too, so the latency fit can tell weights from work and price precision switches.
+    assert any(len(set(c.family("prune").values())) > 1 for c in candidates)
+    assert any({"8-uniform", "32-float"} <= set(c.family("quant").values()) for c in candidates)
 
 
 def test_priors_are_kept_in_the_study_and_reused_for_the_same_model(tmp_path, monkeypatch, tiny_settings):

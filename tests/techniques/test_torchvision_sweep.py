@@ -19,7 +19,7 @@ def test_the_sweep_skips_only_models_too_big_for_a_cpu_and_says_why():
         assert (name in skipped) == (too_many or input_size(name) > LARGEST_INPUT), name
         if too_many:
             assert skipped[name].startswith(f"{_meta(name)['num_params'] / 1e6:.1f}M parameters (torchvision's "
-                                            f"count) > 32M"), skipped[name]
+                                            f"count) > {PARAM_LIMIT / 1e6:.0f}M"), skipped[name]
     # MaxViT's 7 x 7 partitions need 224 x 224; Swin's stated minimum is its weights', it runs at 64.
     assert skipped["maxvit_t"].startswith("runs only at 224 x 224 inputs and up")
     assert input_size("swin_t") == 64 and input_size("inception_v3") == 75

@@ -179,7 +179,7 @@ class FinetuneConfig:
     they recovered more accuracy that much more training. 1 turns it off. 5 by default: the warm
     start's bold point (uniform pruning at 0.8 in float) came within a point of the teacher after
     a fine-tune 5x as long in every bench run on digits and mnist1d (98.89% against 99.44% on
-    digits, 98.17-98.50% against 99.17% on mnist1d), and in one of three 3x as long.
+    digits, 98.17-98.50% against 99.17% on mnist1d), and in two of six 3x as long.
     """
 
     epochs: float = 3.0

@@ -13,9 +13,9 @@ Models above PARAM_LIMIT parameters (torchvision's own count, read from its weig
 without building anything), and models that only run at inputs above LARGEST_INPUT (MaxViT's 7 x 7
 partitions and ViT's fixed position embeddings need 224 x 224), are skipped with that reason: on a
 CPU each takes minutes per build and export (MaxViT at 224 took over 10 GB of memory here), and the
-sweep builds and exports every model about fifteen times. The limit was 32M parameters until the
-larger ones were timed alone: below 150M, the number of layers sets a model's cost (the probe
-checks every knob), not its parameters. Each model runs in a process of its own, under a memory limit.
+sweep builds and exports every model about fifteen times. The limit was 32M parameters; timed
+alone on 2 cores, larger ones take minutes, not hours (alexnet 207 s, vgg11 630 s), so it is 150M
+now. Each model runs in a process of its own, under a memory limit.
 
     python -m tests.techniques.model_sweep [MODEL ...] --out DIR    # run it, one JSON per model
     python -m tests.techniques.model_sweep --table DIR              # the README table from those files

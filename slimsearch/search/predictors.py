@@ -149,7 +149,7 @@ class LatencyPredictor:
         prior = np.zeros(len(LATENCY_FEATURES))
         for name, weight in (("graph", 0.02), ("macs_float", 0.85), ("macs_int8", 0.45), ("macs_depthwise", 0.85),
                              ("ops_float", 0.05), ("ops_int8", 0.08), ("activations", 0.08), ("int8_inputs", 0.05),
-                             ("segments", 0.02), ("precision_switches", 0.0)):
+                             ("segments", 0.02)):
             prior[LATENCY_FEATURES.index(name)] = weight
         return prior
 

@@ -131,6 +131,7 @@ class LatencyPredictor:
         self._scale[LATENCY_FEATURES.index("macs_int8")] = self._scale[LATENCY_FEATURES.index("macs_float")]
         self._scale[LATENCY_FEATURES.index("int8_inputs")] = self._scale[LATENCY_FEATURES.index("activations")]
         self._scale[LATENCY_FEATURES.index("precision_switches")] = self._scale[LATENCY_FEATURES.index("activations")]
+        self._scale[LATENCY_FEATURES.index("switch_count")] = self._scale[LATENCY_FEATURES.index("ops_float")]
         self._scale[LATENCY_FEATURES.index("weights_int8")] = self._scale[LATENCY_FEATURES.index("weights_float")]
         depthwise = LATENCY_FEATURES.index("macs_depthwise")
         self._scale[depthwise] = self._scale[LATENCY_FEATURES.index("macs_float")] / 10
@@ -143,9 +144,10 @@ class LatencyPredictor:
     def _prior_weights(self) -> np.ndarray:
         """Mostly work (multiply-accumulates, int8 at about twice float's speed), a little per-op
         and per-activation cost: what a model big enough to be worth compressing spends its time on.
-        Precision switches start at nothing: priced before any measurement, they would make every
-        single layer's step from float to int8 look slower, and the budgeted allocation, which walks
-        one layer at a time, would never quantize; the priors' alternating probe prices them."""
+        Precision switches (size and count) start at nothing: priced before any measurement, they
+        would make every single layer's step from float to int8 look slower, and the budgeted
+        allocation, which walks one layer at a time, would never quantize; the priors' alternating
+        probe prices them."""
         prior = np.zeros(len(LATENCY_FEATURES))
         for name, weight in (("graph", 0.02), ("macs_float", 0.85), ("macs_int8", 0.45), ("macs_depthwise", 0.85),
                              ("ops_float", 0.05), ("ops_int8", 0.08), ("activations", 0.08), ("int8_inputs", 0.05),

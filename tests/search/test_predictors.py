@@ -27,7 +27,7 @@ def genome_rows(layout, count, seed):
 
 def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):
     truth = LatencyPredictor(layout)
-    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02, 0.3, 0.1, 0.2])  # some machine's costs
+    truth.weights = np.array([0.05, 0.7, 0.25, 0.4, 0.1, 0.15, 0.05, 0.2, 0.02, 0.3, 0.1, 0.2, 0.03])  # some machine's costs
     rows = genome_rows(layout, 80, seed=0)
     measured = truth.predict(rows, lower_bound=True)
     predictor = LatencyPredictor(layout).fit([LatencyObservation(r, m) for r, m in zip(rows[:60], measured[:60])])
@@ -44,9 +44,11 @@ def test_precision_switches_count_the_borders_between_float_and_integer_layers(l
     every, alternate = encoding.default.copy(), encoding.default.copy()
     every[columns] = int8
     alternate[columns[::2]] = int8
-    paths = layout.features(np.vstack([encoding.default, every, alternate]))["paths"][:, -1, switches]
+    paths = layout.features(np.vstack([encoding.default, every, alternate]))["paths"][:, -1]
     # None in float; one (the input's quantisation) with every layer int8; a border at every layer alternating.
-    assert paths[0] == 0 and 0 < paths[1] < paths[2]
+    assert paths[0, switches] == 0 and 0 < paths[1, switches] < paths[2, switches]
+    count = paths[:, LATENCY_FEATURES.index("switch_count")]
+    assert count[0] == 0 and count[1] == 1 and count[2] == len(layout.layers)
 
 
 def test_unfitted_latency_follows_work_and_exits_cost_less_at_their_lower_bound(layout):

@@ -9,9 +9,10 @@ QDQ int8, exit segments) and run in ONNX Runtime against torch; and the early-ex
 found again after every substitution. A model either passes everywhere or leaves out, with the
 reason, the layers a family cannot take; a crash anywhere fails it.
 
-Models above PARAM_LIMIT parameters (torchvision's own count, read from its weights metadata
-without building anything), and models that only run at inputs above LARGEST_INPUT (MaxViT's 7 x 7
-partitions and ViT's fixed position embeddings need 224 x 224), are skipped with that reason: on a
+ViTs are built for 64 x 64 with their builder's `image_size` (see `size_arguments`). Models above
+PARAM_LIMIT parameters (torchvision's own count, read from its weights metadata without building
+anything), and models that only run at inputs above LARGEST_INPUT (MaxViT's 7 x 7 partitions need
+224 x 224), are skipped with that reason: on a
 CPU each takes minutes per build and export (MaxViT at 224 took over 10 GB of memory here), and the
 sweep builds and exports every model about fifteen times. The limit was 32M parameters; timed
 alone on 2 cores, larger ones take minutes, not hours (alexnet 207 s, vgg11 630 s), so it is 150M
@@ -97,10 +98,21 @@ def _runs_at(name: str, size: int) -> bool:
 AUX_LOGITS = ("googlenet", "inception_v3")
 
 
+def size_arguments(name: str, size: int) -> dict:
+    """What a builder needs to run at `size`: ViT's position embeddings are made for one image size,
+    an argument of its builder (224 by default), which a user fine-tuning at another resolution sets
+    too; it must be a multiple of the patch size."""
+    if name.startswith("vit_"):
+        patch = int(name.rsplit("_", 1)[1])
+        return {"image_size": size} if size % patch == 0 else {}
+    return {}
+
+
 def build_teacher(name: str, size: int) -> torch.nn.Module:
     import torchvision
 
     extra = {"aux_logits": False} if name in AUX_LOGITS else {}
+    extra.update(size_arguments(name, size))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(name.encode()))
         model = torchvision.models.get_model(name, weights=None, num_classes=10, **extra)

@@ -9,8 +9,7 @@ and its stage. From it and an encoded candidate matrix (spaces/encoding.py) `Lay
 computes, per candidate: multiply-accumulates split by how they run (dense float, dense int8,
 depthwise), weighted ops, activation elements, the activations entering int8 layers, weights
 by how they are stored (float or int8), the float / int8 borders (their size and count), packed
-weight bytes, and the same for every early-exit
-prefix.
+weight bytes, and the same for every early-exit prefix.
 
 Nothing here is a latency or an accuracy. Latency is fitted to these features from measured
 trials (search/predictors.py); the features only have to be what drives it.

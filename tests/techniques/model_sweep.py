@@ -12,9 +12,8 @@ reason, the layers a family cannot take; a crash anywhere fails it.
 ViTs are built for 64 x 64 with their builder's `image_size` (see `size_arguments`). Models above
 PARAM_LIMIT parameters (torchvision's own count, read from its weights metadata without building
 anything), and models that only run at inputs above LARGEST_INPUT (MaxViT's 7 x 7 partitions need
-224 x 224), are skipped with that reason: on a
-CPU each takes minutes per build and export (MaxViT at 224 took over 10 GB of memory here), and the
-sweep builds and exports every model about fifteen times. The limit was 32M parameters; timed
+224 x 224), are skipped with that reason: on a CPU each takes minutes per build and export (MaxViT
+at 224 took over 10 GB of memory here), and the sweep builds and exports every model about fifteen times. The limit was 32M parameters; timed
 alone on 2 cores, larger ones take minutes, not hours (alexnet 207 s, vgg11 630 s), so it is 150M
 now. Each model runs in a process of its own, under a memory limit.
 

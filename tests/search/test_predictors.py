@@ -36,6 +36,24 @@ def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):
     assert len(truth.weights) == len(LATENCY_FEATURES)
 
 
+def test_the_fit_learns_what_early_exit_models_cost_beside_one_graph_models(layout):
+    # Exit models are timed as segments and a runner: on resnet18 the same layers cost ~0.7x.
+    truth = LatencyPredictor(layout)
+    truth.weights = LatencyPredictor(layout).prior
+    truth.exit_factor = 0.7
+    rows = genome_rows(layout, 120, seed=1)
+    exits = layout.features(rows)["exit_on"].any(axis=1)
+    assert 20 < exits.sum() < 100  # both kinds among the measured
+    measured = truth.predict(rows, lower_bound=True)
+    observations = [LatencyObservation(r, m) for r, m in zip(rows[:90], measured[:90])]
+    predictor = LatencyPredictor(layout).fit(observations)
+    assert predictor.exit_factor == pytest.approx(0.7, abs=0.03)
+    held_out = predictor.predict(rows[90:], lower_bound=True)
+    assert np.median(np.abs(held_out / measured[90:] - 1)) < 0.05
+    # Without exit models among the measured, nothing says they differ: the factor stays 1.
+    assert LatencyPredictor(layout).fit([o for o, e in zip(observations, exits) if not e]).exit_factor == 1.0
+
+
 def test_precision_switches_count_the_borders_between_float_and_integer_layers(layout):
     encoding = layout.encoding
     switches = LATENCY_FEATURES.index("precision_switches")

@@ -7,7 +7,7 @@ import pytest
 
 from slimsearch.config import SearchConfig, SpaceConfig
 from slimsearch.evaluators.accuracy import accuracy
-from slimsearch.search.priors import FILE_NAME, PRIORS_ATTR, ensure_priors, latency_probe_candidates
+from slimsearch.search.priors import FILE_NAME, PRIORS_ATTR, RANDOM_PROBES, ensure_priors, latency_probe_candidates
 from slimsearch.search.sensitivity import layer_sensitivity, probe_plan
 from slimsearch.spaces import Space
 from slimsearch.spaces.encoding import Encoding
@@ -66,6 +66,17 @@ def test_latency_probes_span_the_families_without_repeats():
     # Uneven ones too, so the latency fit can tell weights from work and price precision switches.
     assert any(len(set(c.family("prune").values())) > 1 for c in candidates)
     assert any({"8-uniform", "32-float"} <= set(c.family("quant").values()) for c in candidates)
+    # Then random genomes, mixing families as the proposers do; the same ones every time (the
+    # priors are cached per model).
+    assert len(candidates) >= 8 + RANDOM_PROBES - 2
+    assert candidates == latency_probe_candidates(Encoding(space))
+    mixed = [c for c in candidates if sum(_compressed(c, family) for family in ("prune", "quant", "separable", "lowrank")) >= 3]
+    assert len(mixed) >= RANDOM_PROBES // 2
+
+
+def _compressed(candidate, family: str) -> bool:
+    untouched = {"prune": 0.0, "quant": "32-float", "separable": False, "lowrank": 1.0}[family]
+    return any(value != untouched for value in candidate.family(family).values())
 
 
 def test_priors_are_kept_in_the_study_and_reused_for_the_same_model(tmp_path, monkeypatch, tiny_settings):

@@ -266,7 +266,10 @@ def _print_speedup(result) -> None:
     if close.empty:
         print("no front model is within 2 points of the teacher's test accuracy")
         return
-    fastest = close.sort_values("latency_ms").iloc[0]
+    # By speed-up, the figure printed: each is timed against the teacher in its own window, so it
+    # is robust to the machine's drift between trials; raw milliseconds are not (on the demo a
+    # model at 4.30x had the lowest milliseconds beside one at 4.40x).
+    fastest = close.sort_values("speedup", ascending=False).iloc[0]
     print(f"fastest model within 2 points of the teacher: trial {int(fastest['trial'])}, "
           f"{fastest['speedup']:.2f}x faster (measured), test accuracy {fastest['test_accuracy']:.2%} "
           f"vs teacher {teacher['test_accuracy']:.2%}")

@@ -197,7 +197,7 @@ def latency_probe_candidates(encoding: Encoding, sensitivity: dict[str, Any] | N
             *exit_rows[1:]]
     genome = Genome(encoding, sensitivity)
     rng = np.random.default_rng(RANDOM_PROBE_SEED)
-    rows += list(encoding.snap(genome.decode_columns(genome.random_columns(RANDOM_PROBES, rng), RANDOM_PROBES)))
+    rows += list(encoding.snap(genome.random_rows(RANDOM_PROBES, rng)))
     default = encoding.keys(base[None, :])[0]
     unique, seen = [], {default}
     for row, key in zip(rows, encoding.keys(np.array(rows))):

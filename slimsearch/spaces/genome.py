@@ -146,6 +146,10 @@ class Genome:
                 columns[gene.name] = rng.integers(len(gene.domain.options), size=count)
         return columns
 
+    def random_rows(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """`count` random genomes as encoded candidate rows."""
+        return self.decode_columns(self.random_columns(count, rng), count)
+
     def decode_columns(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
         """Encoded candidates for `n` genomes given gene by gene: an array of values per range gene,
         of option indices per choice gene; a missing gene takes its no-compression value."""

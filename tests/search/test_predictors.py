@@ -22,7 +22,7 @@ def layout():
 
 def genome_rows(layout, count, seed):
     genome = Genome(layout.encoding, None)
-    return genome.decode_columns(genome.random_columns(count, np.random.default_rng(seed)), count)
+    return genome.random_rows(count, np.random.default_rng(seed))
 
 
 def test_latency_predictor_recovers_a_latency_that_follows_its_features(layout):

@@ -66,7 +66,7 @@ def test_exits_from_the_first_chosen_on(setup):
 
 def test_random_genomes_decode_to_valid_distinct_candidates(setup):
     space, encoding, genome, *_ = setup
-    rows = genome.decode_columns(genome.random_columns(300, np.random.default_rng(0)), 300)
+    rows = genome.random_rows(300, np.random.default_rng(0))
     assert np.array_equal(encoding.snap(rows), rows)
     assert len(set(encoding.keys(rows))) > 250
     candidates = encoding.decode(rows[:20])

@@ -91,7 +91,7 @@ def candidate_pool(knowledge: Knowledge, history: History, rng: np.random.Genera
 
 
 def random_genomes(genome: Genome, count: int, rng: np.random.Generator) -> np.ndarray:
-    return genome.decode_columns(genome.random_columns(count, rng), count)
+    return genome.random_rows(count, rng)
 
 
 def front_rows(knowledge: Knowledge, history: History) -> np.ndarray:

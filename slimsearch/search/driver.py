@@ -89,7 +89,7 @@ def _search(config: SearchConfig, context: TrialContext, storage, existing, expe
     if needs_priors(config) and has_work(study, config):
         ensure_priors(study, context, _reporter(console), deadline=deadline, compute=priors)
     # The proposers (warm start, sampler, predictors, allocation) answer through the study's sampler.
-    study.sampler = create_sampler(config, space, context.task, study, seed=config.seed)
+    study.sampler = create_sampler(config, space, context.task, study, seed=config.seed, deadline=deadline)
     st.write_run_file(run_dir, storage_url=storage_url, study_name=config.run_name, config=config)
     if st.is_default_storage(storage_url, run_dir):
         # Only lock holders use the run folder's SQLite study: whatever is RUNNING there is lost.
@@ -277,7 +277,7 @@ def _work_in_worker(config_data: dict, run_dir: str, deadline: float | None) -> 
         info = st.read_run_file(Path(run_dir))
         study = optuna.load_study(study_name=info["study_name"],
                                   storage=open_worker_storage(info["storage"], config.faults, console))
-        study.sampler = create_sampler(config, space, task, study, seed=config.seed + os.getpid())
+        study.sampler = create_sampler(config, space, task, study, seed=config.seed + os.getpid(), deadline=deadline)
         work(study, context, config, console, deadline=deadline)
     finally:
         context.close()

@@ -64,12 +64,13 @@ class ProposalSampler(optuna.samplers.BaseSampler):
         self._fallback.reseed_rng()
 
 
-def create_sampler(config, space, task, study, *, seed: int) -> ProposalSampler:
+def create_sampler(config, space, task, study, *, seed: int, deadline: float | None = None) -> ProposalSampler:
     """The sampler of `study` for this process: its proposal engine built from the study's priors
-    and teacher figures (search/priors.py, search/proposals/)."""
+    and teacher figures (search/priors.py, search/proposals/); `deadline` ends a time-bounded search."""
     from slimsearch.search.priors import stored_priors
     from slimsearch.search.proposals import create_engine
 
     attrs = study.user_attrs
-    engine = create_engine(config, space, task, stored_priors(study), attrs.get("teacher") or {}, seed=seed)
+    engine = create_engine(config, space, task, stored_priors(study), attrs.get("teacher") or {}, seed=seed,
+                           deadline=deadline)
     return ProposalSampler(engine, space, seed=seed)

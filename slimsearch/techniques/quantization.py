@@ -32,6 +32,10 @@ KMEANS_ITERATIONS = 25
 # Candidate clipping ratios for low-bit uniform grids: at 2-4 bits the max-abs grid wastes most
 # levels on a few outliers, so each channel takes the ratio with the least squared error.
 CLIP_RATIOS = torch.linspace(0.3, 1.0, 15)
+# The ratios are tried several at a time, as one tensor op: one at a time, the small ops of 15
+# ratios made a fine-tune of mnist1d's model at 2-4 bits 5.7x slower than in float (2.17 s
+# against 0.38 s an epoch); at most this many elements at once bounds the memory for big layers.
+CLIP_CHUNK_ELEMENTS = 2**22
 
 
 def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
@@ -48,9 +52,15 @@ def channel_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
         return peak / qmax
     ratios = CLIP_RATIOS.to(weight.device, weight.dtype)
     scales = peak[None, :] * ratios[:, None] / qmax  # (ratios, channels)
-    errors = torch.stack([((torch.clamp(torch.round(flat / s[:, None]), -qmax, qmax) * s[:, None] - flat) ** 2).sum(1)
-                          for s in scales])
+    per_chunk = max(1, CLIP_CHUNK_ELEMENTS // flat.numel())
+    errors = torch.cat([_grid_errors(flat, chunk, qmax) for chunk in scales.split(per_chunk)])
     return scales.gather(0, errors.argmin(0, keepdim=True))[0]
+
+
+def _grid_errors(flat: torch.Tensor, scales: torch.Tensor, qmax: int) -> torch.Tensor:
+    """(ratios, channels): the squared error of each channel of `flat` on each row of grid steps."""
+    steps = scales[:, :, None]
+    return ((torch.clamp(torch.round(flat / steps), -qmax, qmax) * steps - flat) ** 2).sum(2)
 
 
 def uniform_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:

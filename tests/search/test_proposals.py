@@ -9,7 +9,7 @@ from slimsearch.config import SearchConfig
 from slimsearch.search.origins import (ALLOCATION, FINETUNE_SCALE_ATTR, LONG_FINETUNE, PREDICTOR, QUEUED, SAMPLER,
                                       WARM_START)
 from slimsearch.search.proposals import create_engine
-from slimsearch.search.proposals.base import Proposal
+from slimsearch.search.proposals.base import History, Proposal
 from slimsearch.search.proposals.engine import SCHEDULE
 from slimsearch.search.proposals.knowledge import FAILURE_MARGIN
 from slimsearch.search.proposals.warm_start import warm_start_limit
@@ -72,8 +72,7 @@ def test_warm_start_first_then_the_proposers_in_turn_never_twice(setup):
     later = origins[warm:]
     assert set(later) == {ALLOCATION, PREDICTOR, SAMPLER}
     schedule = [origin for origin in SCHEDULE if origin != LONG_FINETUNE]
-    assert later[:len(schedule)] == schedule
-    assert later.count(PREDICTOR) >= later.count(SAMPLER)
+    assert later[:len(schedule)] == schedule  # the sampler's turn last (then it answers when the others pass)
     assert engine.last_seconds < 5
 
 
@@ -147,11 +146,14 @@ def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_mod
     history = engine._history(study.get_trials(deepcopy=False))
     assert floors(knowledge, history) == pytest.approx((0.6 * TRUST_LATENCY_STEP, TRUST_SIZE_STEP))  # budget, teacher
     for _ in range(4):
-        latency_floor, size_floor = floors(knowledge, engine._history(study.get_trials(deepcopy=False)))
+        history = engine._history(study.get_trials(deepcopy=False))
+        anchored = bool(knowledge.accurate(history))
+        latency_floor, size_floor = floors(knowledge, history)
         proposal = engine.propose(study.get_trials(deepcopy=False))
         predicted = proposal.predicted
         assert predicted["latency_ratio"] >= latency_floor
-        assert predicted["size_bytes"] / knowledge.teacher_size >= size_floor
+        if anchored or proposal.origin == PREDICTOR:  # an allocation before any accurate model: no size floor
+            assert predicted["size_bytes"] / knowledge.teacher_size >= size_floor
         record(study, space, engine, proposal)
     # Each accurate fine-tuned model widens the region to a step past it.
     history = engine._history(study.get_trials(deepcopy=False))
@@ -225,8 +227,11 @@ def test_each_knob_moves_only_a_step_past_what_one_accurate_model_took(setup):
     for _ in range(8):
         history = engine._history(study.get_trials(deepcopy=False))
         limits = knowledge.trust_region(history).limits
+        anchored = bool(knowledge.accurate(history))
         proposal = engine.propose(study.get_trials(deepcopy=False))
-        if proposal.origin != SAMPLER:  # the sampler explores outside the region
+        # The sampler explores outside the region; the allocation walks as far as the budget
+        # before any accurate model anchors it.
+        if proposal.origin == PREDICTOR or (proposal.origin == ALLOCATION and anchored):
             assert levels.within(engine.encoding.encode([proposal.candidate]), limits)[0]
         record(study, space, engine, proposal)
     history = engine._history(study.get_trials(deepcopy=False))
@@ -236,6 +241,42 @@ def test_each_knob_moves_only_a_step_past_what_one_accurate_model_took(setup):
     assert np.allclose(limits.prune[1:], prune + PRUNE_STEP)
     assert np.all(limits.widths[1:] == widths + 1) and np.all(limits.separable[1:] == separable + 1)
     assert levels.within(rows, limits).all()
+
+
+def test_before_any_accurate_model_the_allocation_walks_past_the_teachers_neighbourhood(setup):
+    """A step from the teacher may not reach the budget (on mnist1d, pruning by 0.25 with int8 was
+    measured at 0.86x against 0.75x): without a warm start, the first allocation must go as far
+    as its walk needs, and aim where a model adds most, not at the budget's edge."""
+    engine, space = engine_for(setup, warm_start=False, proposers=["allocation"])
+    knowledge = engine.knowledge
+    history = engine._history([])
+    teachers = knowledge.trust_region(history).limits
+    region = knowledge.trust_region(history, open_start=True)
+    assert region.limits is None and region.size_floor == 0.0
+    # The teacher's neighbourhood cannot reach half the budget by the latency predictor; the open walk does.
+    allocation = engine.proposers[ALLOCATION]
+    assert 0.3 not in allocation._speed_path(engine.encoding.default, [0.3], teachers)
+    proposal = engine.propose([])
+    assert proposal.origin == ALLOCATION
+    assert proposal.predicted["target_ratio"] < 0.6  # not the budget itself: little to add there
+    assert not knowledge.levels.within(engine.encoding.encode([proposal.candidate]), teachers)[0]
+    # Once an accurate model anchors the region, the knob limits hold again.
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    record(study, space, engine, proposal, accuracy=0.99)
+    anchored = knowledge.trust_region(engine._history(study.get_trials(deepcopy=False)), open_start=True)
+    assert anchored.limits is not None and anchored.size_floor > 0
+
+
+def test_with_no_front_yet_gains_rank_points_by_what_each_would_add(setup):
+    engine, _ = engine_for(setup, warm_start=False)
+    knowledge = engine.knowledge
+    reference = knowledge.reference  # loss 0.1, log10 of the budget ratio, log10 size ratio 0
+    big = reference - [0.09, 0.3, 1.0]
+    small = reference - [0.01, 0.01, 0.1]
+    outside = reference + [0.01, 0.0, 0.0]
+    gains = knowledge.expected_gains(engine._history([]), np.array([small, big, outside]), np.random.default_rng(0))
+    assert gains[1] == pytest.approx(1.0) and 0 < gains[0] < 0.01 and gains[2] == 0
+    assert list(knowledge.worth_a_trial(gains)) == [False, True, False]
 
 
 def test_the_trust_region_is_a_union_of_neighbourhoods_not_a_box_around_them(setup):
@@ -356,6 +397,34 @@ def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_r
     record(study, space, engine, Proposal(candidates[4], SAMPLER), accuracy=0.85, latency_ratio=0.08)
     third = long.propose(history(), rng)
     assert third is not None and third.candidate.key == candidates[3].key
+
+
+def test_a_time_bounded_search_explores_before_a_long_fine_tune_and_never_starts_one_it_cannot_finish(setup):
+    import dataclasses
+    import time
+
+    from slimsearch.search.proposals.long_finetune import EXPLORE_SHARE, TimeBudget
+
+    engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    row = engine.encoding.default.copy()
+    row[engine.encoding.columns("prune")] = 0.5
+    candidate = engine.encoding.decode(row[None, :])[0]
+    record(study, space, engine, Proposal(candidate, SAMPLER), accuracy=0.90, latency_ratio=0.3)  # much to win back
+    long = engine.proposers[LONG_FINETUNE]
+    history = engine._history(study.get_trials(deepcopy=False))
+    rng = np.random.default_rng(0)
+    assert long.propose(history, rng) is not None  # bounded by trials: whenever it pays
+    now = time.time()
+    long.budget = TimeBudget(started=now - 10, deadline=now + 90)  # a tenth of a 100 s search gone
+    assert long.propose(history, rng) is None
+    long.budget = TimeBudget(started=now - 60, deadline=now + 40)
+    assert EXPLORE_SHARE <= 0.6 and long.propose(history, rng) is not None
+    # Its trials took 10 s each: five times that does not fit in the 40 s left.
+    timed = History([dataclasses.replace(r, seconds=10.0) for r in history.records])
+    assert long.propose(timed, rng) is None
+    long.budget = TimeBudget(started=now - 60, deadline=now + 60)
+    assert long.propose(timed, rng) is not None
 
 
 def test_long_fine_tunes_pass_when_nothing_could_add_enough_or_the_factor_is_one(setup):

@@ -76,6 +76,27 @@ def test_weights_take_only_their_grid_or_codebook_values(model):
             assert max(len(row.unique()) for row in per_channel) <= levels
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bit_grids_take_each_channels_clip_ratio_with_the_least_error_in_chunks_or_at_once(bits, monkeypatch):
+    from slimsearch.techniques import quantization
+
+    torch.manual_seed(0)
+    weight = torch.randn(24, 8, 3, 3) * torch.rand(24, 1, 1, 1)
+    weight[0, 0, 0, 0] = 9.0  # an outlier: the max-abs grid is not always the best
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.flatten(1)
+    peak = flat.abs().amax(dim=1)
+    best = []
+    for channel in range(len(flat)):  # the definition, one channel and one ratio at a time
+        errors = [float(((torch.clamp(torch.round(flat[channel] / s), -qmax, qmax) * s - flat[channel]) ** 2).sum())
+                  for s in peak[channel] * quantization.CLIP_RATIOS / qmax]
+        best.append(float(peak[channel] * quantization.CLIP_RATIOS[errors.index(min(errors))] / qmax))
+    at_once = quantization.channel_scales(weight, bits)
+    monkeypatch.setattr(quantization, "CLIP_CHUNK_ELEMENTS", 1)  # one ratio per chunk
+    assert at_once.tolist() == pytest.approx(best, rel=1e-6)
+    assert quantization.channel_scales(weight, bits).tolist() == pytest.approx(best, rel=1e-6)
+
+
 def test_quantization_aware_training_reaches_weights_and_codebooks(model):
     student = quantize(model, EXAMPLE, "8-uniform", torch.rand(64, 1, 24, 24))
     clustered = quantize(model, EXAMPLE, "4-kmeans", torch.rand(64, 1, 24, 24))

@@ -55,6 +55,7 @@ class Record:
     params: dict[str, Any]
     predicted: dict[str, float] | None = None  # what its proposer expected (Proposal.predicted)
     finetune_scale: float = 1.0  # how many times the configured fine-tune it got
+    seconds: float | None = None  # wall time of a finished trial
 
 
 @dataclass
@@ -122,5 +123,6 @@ def read_history(trials, encoding: Encoding) -> History:
             genome=attrs.get(GENOME_ATTR), values=values, violation=float(attrs.get("violation", 0.0)),
             params=dict(trial.params),
             predicted=attrs.get(PREDICTED_ATTR) if isinstance(attrs.get(PREDICTED_ATTR), dict) else None,
-            finetune_scale=finetune_scale(attrs)))
+            finetune_scale=finetune_scale(attrs),
+            seconds=trial.duration.total_seconds() if trial.duration is not None else None))
     return History(records)

@@ -134,16 +134,24 @@ class Knowledge:
         return self.objectives(predicted.accuracy, predicted.latency_ratio, predicted.size_bytes)
 
     # --- the trust region (search/proposals/trust.py) -------------------------------------------
-    def trust_region(self, history: History) -> TrustRegion:
+    def trust_region(self, history: History, *, open_start: bool = False) -> TrustRegion:
         """Where a proposal may go now: a step past the accurate models measured so far (the budget
-        and the teacher before any), clear of the models that fine-tuned badly."""
+        and the teacher before any), clear of the models that fine-tuned badly. `open_start`: with
+        no accurate model yet, neither knob limits nor a size floor (the latency floor and the
+        failures still hold), for the allocation's walks from the teacher, which are ordered by
+        measured sensitivity: a step from the teacher (pruning by 0.25, int8) may not reach the
+        budget, and int8 alone is below the size floor."""
         good = self.accurate(history)
         # The latency side starts from the budget: a proposal must meet it anyway.
         latency = min([1.0, self.budget_ratio] + [float(r.latency_ratio) for r in good])
         size = min([1.0] + [float(r.size_bytes) / self.teacher_size for r in good])
         limits = self.levels.limits(np.array([r.row for r in good]).reshape(len(good), self.encoding.width))
+        failures = self.failures(history, limits, good)
+        size_floor = size * TRUST_SIZE_STEP
+        if open_start and not good:
+            limits, size_floor = None, 0.0
         return TrustRegion(self.levels, limits, latency_floor=latency * TRUST_LATENCY_STEP,
-                           size_floor=size * TRUST_SIZE_STEP, failures=self.failures(history, limits, good),
+                           size_floor=size_floor, failures=failures,
                            teacher_size=self.teacher_size, failure_margin=FAILURE_MARGIN)
 
     def failures(self, history: History, limits: Limits, accurate: list) -> np.ndarray:
@@ -176,12 +184,16 @@ class Knowledge:
     def expected_gains(self, history: History, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The hypervolume each objective point is predicted to add to the front of fine-tuned,
         feasible trials, the running and queued trials' predicted points counted in (so parallel
-        workers spread out), as a share of that front's own hypervolume (with no front yet, any
-        positive gain is infinite: every gain is then worth a trial)."""
+        workers spread out), as a share of that front's own hypervolume. With no front yet, as a
+        share of the largest gain among `points`: the best is worth a trial, and the others rank
+        by what they would add (counted as equal, the first proposal of a search without a warm
+        start went to the budget's edge, where a model adds next to nothing on the latency axis)."""
         front = np.vstack([self.front_points(history), self.pending_points(history)])
         gains = hypervolume_improvements(front, points, self.reference, seed=int(rng.integers(2**31)))
         volume = hypervolume(front.tolist(), self.reference.tolist()) if len(front) else 0.0
-        return gains / volume if volume > 0 else np.where(gains > 0, np.inf, 0.0)
+        if volume <= 0:
+            volume = float(np.max(gains, initial=0.0))
+        return gains / volume if volume > 0 else np.zeros(len(gains))
 
     @staticmethod
     def worth_a_trial(relative_gains: np.ndarray) -> np.ndarray:

@@ -71,7 +71,7 @@ class TrustRegion:
     the objective floors, the knob neighbourhoods and the failures to keep clear of."""
 
     levels: KnobLevels
-    limits: Limits
+    limits: Limits | None  # None: no knob limits (Knowledge.trust_region's `open_start`)
     latency_floor: float  # a ratio to the teacher's latency
     size_floor: float  # a ratio to the teacher's bytes
     failures: np.ndarray  # (models, 2): latency ratio and size ratio of models that fine-tuned badly
@@ -83,7 +83,8 @@ class TrustRegion:
         size = np.asarray(size_bytes, dtype=float) / self.teacher_size
         latency = np.asarray(latency_ratio, dtype=float)
         inside = (latency >= self.latency_floor) & (size >= self.size_floor)
-        inside &= self.levels.within(rows, self.limits)
+        if self.limits is not None:
+            inside &= self.levels.within(rows, self.limits)
         for failed_latency, failed_size in self.failures:  # (nearly) as fast and as small as a failure
             inside &= ~((latency <= failed_latency * self.failure_margin) & (size <= failed_size * self.failure_margin))
         return inside

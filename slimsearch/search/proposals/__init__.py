@@ -25,7 +25,7 @@ def create_engine(config: SearchConfig, space, task, priors: dict[str, Any], tea
     `deadline`: the `time.time()` at which a search bounded by time (`config.time_budget`) ends."""
     from slimsearch.search.proposals.allocation import AllocationProposer
     from slimsearch.search.proposals.knowledge import Knowledge
-    from slimsearch.search.proposals.long_finetune import LongFinetuneProposer, TimeBudget
+    from slimsearch.search.proposals.long_finetune import LongFinetuneProposer
     from slimsearch.search.proposals.predictor import PredictorProposer
     from slimsearch.search.proposals.sampler import SamplerProposer, optuna_sampler
     from slimsearch.search.proposals.warm_start import WarmStartProposer, bold_in_float, warm_start_limit
@@ -57,10 +57,7 @@ def create_engine(config: SearchConfig, space, task, priors: dict[str, Any], tea
     if ALLOCATION in wanted:
         proposers[ALLOCATION] = AllocationProposer(knowledge)
     if LONG_FINETUNE in wanted:
-        budget = None
-        if deadline is not None and config.time_budget is not None:
-            budget = TimeBudget(started=deadline - config.time_budget, deadline=deadline)
-        proposers[LONG_FINETUNE] = LongFinetuneProposer(knowledge, config.finetune.long_factor, budget)
+        proposers[LONG_FINETUNE] = LongFinetuneProposer(knowledge, config.finetune.long_factor, deadline)
     warm = None
     if config.warm_start:
         starts = starting_candidates(space, bold_int8=not bold_in_float(space, priors))

@@ -151,8 +151,8 @@ def test_predictor_and_allocation_stay_inside_the_trust_region_that_accurate_mod
         latency_floor, size_floor = floors(knowledge, history)
         proposal = engine.propose(study.get_trials(deepcopy=False))
         predicted = proposal.predicted
-        assert predicted["latency_ratio"] >= latency_floor
-        if anchored or proposal.origin == PREDICTOR:  # an allocation before any accurate model: no size floor
+        if anchored or proposal.origin == PREDICTOR:  # an allocation before any accurate model: no floors
+            assert predicted["latency_ratio"] >= latency_floor
             assert predicted["size_bytes"] / knowledge.teacher_size >= size_floor
         record(study, space, engine, proposal)
     # Each accurate fine-tuned model widens the region to a step past it.
@@ -252,7 +252,7 @@ def test_before_any_accurate_model_the_allocation_walks_past_the_teachers_neighb
     history = engine._history([])
     teachers = knowledge.trust_region(history).limits
     region = knowledge.trust_region(history, open_start=True)
-    assert region.limits is None and region.size_floor == 0.0
+    assert region.limits is None and region.size_floor == 0.0 and region.latency_floor == 0.0
     # The teacher's neighbourhood cannot reach half the budget by the latency predictor; the open walk does.
     allocation = engine.proposers[ALLOCATION]
     assert 0.3 not in allocation._speed_path(engine.encoding.default, [0.3], teachers)
@@ -264,7 +264,7 @@ def test_before_any_accurate_model_the_allocation_walks_past_the_teachers_neighb
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     record(study, space, engine, proposal, accuracy=0.99)
     anchored = knowledge.trust_region(engine._history(study.get_trials(deepcopy=False)), open_start=True)
-    assert anchored.limits is not None and anchored.size_floor > 0
+    assert anchored.limits is not None and anchored.size_floor > 0 and anchored.latency_floor > 0
 
 
 def test_with_no_front_yet_gains_rank_points_by_what_each_would_add(setup):

@@ -26,7 +26,7 @@ from slimsearch.search.origins import ALLOCATION
 from slimsearch.search.pareto import pareto_indices
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
-from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, Limits
+from slimsearch.search.proposals.trust import Limits
 from slimsearch.spaces.quant import INTEGER_BITS, decode_choice
 
 # Latency targets as fractions of the budget, walked to from the teacher.
@@ -56,10 +56,8 @@ class AllocationProposer(Proposer):
         # against a 0.75x budget): a search without a warm start then waits on the sampler for its
         # first accurate model. The walk orders its steps by measured sensitivity, so it may go
         # as far as the budget before anything has been measured.
+        # The walks' targets keep the latency floor even then; what the size phase adds may go below it.
         region = knowledge.trust_region(history, open_start=True)
-        # The walks' targets keep the latency floor of a region anchored at the budget even then;
-        # only what the size phase adds may go below it.
-        target_floor = region.latency_floor or knowledge.budget_ratio * TRUST_LATENCY_STEP
         floors = [f for f in FLOORS if f in self._widths()] or [None]
         budget = knowledge.budget_ratio
         # Walks from the teacher to fractions of the budget, and from each accurate model on the
@@ -71,7 +69,7 @@ class AllocationProposer(Proposer):
             walks.append((record.number, record.row, [start_ratio * fraction for fraction in BEYOND_FRONT]))
         fast_rows, aims = [], []
         for start, row, targets in walks:
-            targets = [t for t in dict.fromkeys(targets) if t >= target_floor]
+            targets = [t for t in dict.fromkeys(targets) if t >= region.latency_floor]
             for target, fast in self._speed_path(row, targets, region.limits).items():
                 for floor in floors:
                     if not _aimed_at(start, target, floor, history):

@@ -137,8 +137,8 @@ class Knowledge:
     def trust_region(self, history: History, *, open_start: bool = False) -> TrustRegion:
         """Where a proposal may go now: a step past the accurate models measured so far (the budget
         and the teacher before any), clear of the models that fine-tuned badly. `open_start`: with
-        no accurate model yet, neither knob limits nor objective floors (the failures still
-        hold), for the allocation's walks from the teacher, which are ordered by measured
+        no accurate model yet, neither knob limits nor objective floors on what it contains (the
+        failures still hold; the latency floor still bounds the walks' targets), for the allocation's walks from the teacher, which are ordered by measured
         sensitivity: a step from the teacher (pruning by 0.25, int8) may not reach the budget,
         int8 alone is below the size floor, and on digits the size phase's int8 took every walk
         (to 0.75x, predicted 0.43x after it) below the latency floor of 0.45x."""
@@ -148,12 +148,10 @@ class Knowledge:
         size = min([1.0] + [float(r.size_bytes) / self.teacher_size for r in good])
         limits = self.levels.limits(np.array([r.row for r in good]).reshape(len(good), self.encoding.width))
         failures = self.failures(history, limits, good)
-        latency_floor, size_floor = latency * TRUST_LATENCY_STEP, size * TRUST_SIZE_STEP
-        if open_start and not good:
-            limits, latency_floor, size_floor = None, 0.0, 0.0
-        return TrustRegion(self.levels, limits, latency_floor=latency_floor,
-                           size_floor=size_floor, failures=failures,
-                           teacher_size=self.teacher_size, failure_margin=FAILURE_MARGIN)
+        opened = open_start and not good
+        return TrustRegion(self.levels, None if opened else limits, latency_floor=latency * TRUST_LATENCY_STEP,
+                           size_floor=0.0 if opened else size * TRUST_SIZE_STEP, failures=failures,
+                           teacher_size=self.teacher_size, failure_margin=FAILURE_MARGIN, open=opened)
 
     def failures(self, history: History, limits: Limits, accurate: list) -> np.ndarray:
         """(latency ratio, size ratio) of the models that lost more than LOSS_REFERENCE (fine-tuned

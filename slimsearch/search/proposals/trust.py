@@ -71,19 +71,21 @@ class TrustRegion:
     the objective floors, the knob neighbourhoods and the failures to keep clear of."""
 
     levels: KnobLevels
-    limits: Limits | None  # None: no knob limits (Knowledge.trust_region's `open_start`)
+    limits: Limits | None  # None when open
     latency_floor: float  # a ratio to the teacher's latency
     size_floor: float  # a ratio to the teacher's bytes
     failures: np.ndarray  # (models, 2): latency ratio and size ratio of models that fine-tuned badly
     teacher_size: float
     failure_margin: float
+    open: bool = False  # before any accurate model (Knowledge.trust_region's `open_start`): failures only
 
     def contains(self, rows: np.ndarray, latency_ratio: np.ndarray, size_bytes: np.ndarray) -> np.ndarray:
         """Which candidates (`rows`, their predicted latency ratios and bytes) lie inside."""
         size = np.asarray(size_bytes, dtype=float) / self.teacher_size
         latency = np.asarray(latency_ratio, dtype=float)
-        inside = (latency >= self.latency_floor) & (size >= self.size_floor)
-        if self.limits is not None:
+        inside = np.ones(len(latency), dtype=bool)
+        if not self.open:
+            inside &= (latency >= self.latency_floor) & (size >= self.size_floor)
             inside &= self.levels.within(rows, self.limits)
         for failed_latency, failed_size in self.failures:  # (nearly) as fast and as small as a failure
             inside &= ~((latency <= failed_latency * self.failure_margin) & (size <= failed_size * self.failure_margin))

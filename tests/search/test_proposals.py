@@ -399,15 +399,19 @@ def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_r
     assert third is not None and third.candidate.key == candidates[3].key
 
 
+def candidate_with_prune(engine, ratio: float):
+    row = engine.encoding.default.copy()
+    row[engine.encoding.columns("prune")] = ratio
+    return engine.encoding.decode(row[None, :])[0]
+
+
 def test_a_time_bounded_search_never_starts_a_long_fine_tune_it_cannot_finish(setup):
     import dataclasses
     import time
 
     engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    row = engine.encoding.default.copy()
-    row[engine.encoding.columns("prune")] = 0.5
-    candidate = engine.encoding.decode(row[None, :])[0]
+    candidate = candidate_with_prune(engine, 0.5)
     record(study, space, engine, Proposal(candidate, SAMPLER), accuracy=0.90, latency_ratio=0.3)  # much to win back
     long = engine.proposers[LONG_FINETUNE]
     history = engine._history(study.get_trials(deepcopy=False))
@@ -416,11 +420,22 @@ def test_a_time_bounded_search_never_starts_a_long_fine_tune_it_cannot_finish(se
     now = time.time()
     long.deadline = now + 40
     assert long.propose(history, rng) is not None  # no trial duration known yet
-    # Its trials took 10 s each: five times that does not fit in the 40 s left, it does in 60 s.
+    # Its trial took 10 s: five times that does not fit in the 40 s left, it does in 60 s.
     timed = History([dataclasses.replace(r, seconds=10.0) for r in history.records])
     assert long.propose(timed, rng) is None
     long.deadline = now + 60
     assert long.propose(timed, rng) is not None
+    # What counts is the candidate's own trial, not the typical one: a cheap (float) candidate
+    # among slow (quantized) trials still fits.
+    slow = candidate_with_prune(engine, 0.3)
+    record(study, space, engine, Proposal(slow, SAMPLER), accuracy=0.99, latency_ratio=0.6)
+    history = engine._history(study.get_trials(deepcopy=False))
+    mixed = History([dataclasses.replace(r, seconds=4.0 if r.key == candidate.key else 12.0) for r in history.records])
+    long.deadline = time.time() + 30
+    chosen = long.propose(mixed, rng)
+    assert chosen is not None and chosen.candidate.key == candidate.key
+    long.deadline = time.time() + 15
+    assert long.propose(mixed, rng) is None
 
 
 def test_long_fine_tunes_pass_when_nothing_could_add_enough_or_the_factor_is_one(setup):

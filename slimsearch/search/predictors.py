@@ -12,6 +12,8 @@ of candidates in milliseconds; neither ever replaces a measurement on the front.
   to the end), weighted by the share of samples taking each; shares come from the exit models
   measured so far (`ExitShares`); times one fitted factor, as exit models are timed as segments
   and a runner, sample by sample, where the same layers cost less than in one graph.
+- `TrialSeconds`: how long a candidate's trial takes, from the work it trains, fitted to the
+  finished trials; proposers weigh what a candidate would add by what it costs.
 - `AccuracyPredictor`: the fine-tuned accuracy loss as a non-negative function of the layer
   sensitivity pass's untuned drops summed per family (an additive model, as in HAQ and
   AutoQuantize), calibrated on the fine-tuned trials: fine-tuning recovers most of a small
@@ -40,6 +42,8 @@ EXIT_LEAVE_PRIOR = 0.5
 EXIT_PRIOR_COUNT = 2.0  # pseudo-observations behind that prior
 # The factor on an early-exit model's predicted latency, searched over this grid (see `fit`).
 EXIT_FACTORS = np.round(np.arange(0.5, 1.201, 0.025), 3)
+# Ridge pull of the trial-time model towards a flat cost, in units of one trial (TrialSeconds).
+SECONDS_PRIOR_WEIGHT = 0.1
 ACCURACY_FAMILIES = ("prune", "prune_peak", "quant", "separable", "lowrank", "exits")
 
 
@@ -217,6 +221,56 @@ class LatencyPredictor:
         design = self.design(rows, shares, features=features)
         design *= np.where(features["exit_on"].any(axis=1), self.exit_factor, 1.0)[:, None]
         return np.maximum(design @ self.weights, 1e-6) * np.exp(self.kernel(design))
+
+
+class TrialSeconds:
+    """The wall seconds of a standard trial (build, latency, fine-tune, evaluation), as a non-negative
+    linear function of the work it trains: float and depthwise multiply-accumulates, the integer
+    layers' (fake quantization makes them dearer: on digits an int8 model pruned by half
+    fine-tuned in 4.4 s, the same model in float in 2.5 s), and the tensors fake quantization
+    rounds. Fitted to the finished trials, its slopes pulled towards nothing (every candidate
+    costing the median trial) by SECONDS_PRIOR_WEIGHT, so a few trials only tilt it. Proposers
+    divide what a candidate is expected to add by its predicted seconds: a time-bounded search
+    gains most per second spent."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        teacher = layout.teacher["paths"][0, -1]
+        index = {name: i for i, name in enumerate(LATENCY_FEATURES)}
+        self._index = index
+        self._macs = max(float(teacher[index["macs_float"]] + teacher[index["macs_depthwise"]]), 1.0)
+        self._tensors = max(float(teacher[index["weights_float"]] + teacher[index["activations"]]), 1.0)
+        self.weights: np.ndarray | None = None  # None: unfitted, every candidate costs the same
+
+    def design(self, rows: np.ndarray) -> np.ndarray:
+        """(n, 4): a constant, float work and integer work in teacher MACs, rounded tensors in the teacher's."""
+        whole = self.layout.features(np.atleast_2d(rows))["paths"][:, -1, :]
+        index = self._index
+        float_work = (whole[:, index["macs_float"]] + whole[:, index["macs_depthwise"]]) / self._macs
+        integer_work = whole[:, index["macs_int8"]] / self._macs
+        rounded = (whole[:, index["weights_int8"]] + whole[:, index["int8_inputs"]]) / self._tensors
+        return np.column_stack([np.ones(len(whole)), float_work, integer_work, rounded])
+
+    def fit(self, rows: np.ndarray, seconds: np.ndarray) -> TrialSeconds:
+        from scipy.optimize import nnls
+
+        seconds = np.asarray(seconds, dtype=float)
+        if len(seconds) == 0:
+            self.weights = None
+            return self
+        prior = np.array([float(np.median(seconds)), 0.0, 0.0, 0.0])
+        penalty = np.sqrt(SECONDS_PRIOR_WEIGHT) * np.eye(len(prior))
+        matrix = np.vstack([self.design(rows), penalty])
+        self.weights, _ = nnls(matrix, np.concatenate([seconds, penalty @ prior]))
+        self._least = 0.2 * float(np.min(seconds))
+        return self
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Predicted seconds per row (all ones while unfitted: only the ratios between candidates count)."""
+        rows = np.atleast_2d(rows)
+        if self.weights is None:
+            return np.ones(len(rows))
+        return np.maximum(self.design(rows) @ self.weights, self._least)
 
 
 def first_exit_shares(features: dict) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from slimsearch.config import SpaceConfig
 from slimsearch.search.pareto import hypervolume, hypervolume_improvements
 from slimsearch.search.predictors import (AccuracyPredictor, Damage, ExitShares, LatencyObservation,
-                                          LatencyPredictor, first_exit_shares)
+                                          LatencyPredictor, TrialSeconds, first_exit_shares)
 from slimsearch.spaces import Space
 from slimsearch.spaces.genome import Genome
 from slimsearch.spaces.layout import LATENCY_FEATURES, Layout
@@ -80,6 +80,25 @@ def test_unfitted_latency_follows_work_and_exits_cost_less_at_their_lower_bound(
     with_exit[0, layout.exits[0].column] = 1
     assert predictor.predict(with_exit, lower_bound=True)[0] < predictor.predict(with_exit)[0]
     assert first_exit_shares(layout.features(with_exit))[0, 0] == 1.0
+
+
+def test_trial_seconds_learn_that_integer_layers_train_dearer_and_pruned_ones_cheaper(layout):
+    seconds = TrialSeconds(layout)
+    rows = genome_rows(layout, 40, seed=3)
+    assert np.all(seconds.predict(rows) == 1.0)  # unfitted: every candidate costs the same
+    # Some machine's costs: 1.5 s of fixed work, float work 3 s per teacher, integer work 7 s.
+    truth = seconds.design(rows) @ np.array([1.5, 3.0, 7.0, 0.0])
+    seconds.fit(rows[:30], truth[:30])
+    assert np.median(np.abs(seconds.predict(rows[30:]) / truth[30:] - 1)) < 0.1
+    encoding = layout.encoding
+    teacher = encoding.default.copy()
+    pruned = teacher.copy()
+    pruned[encoding.columns("prune")] = 0.5
+    integer = teacher.copy()
+    for column in encoding.columns("quant"):
+        integer[column] = encoding.knobs[column].domain.options.index("8-uniform")
+    cost = seconds.predict(np.array([teacher, pruned, integer]))
+    assert cost[1] < cost[0] < cost[2]
 
 
 def test_exit_shares_learn_how_many_samples_leave(layout):

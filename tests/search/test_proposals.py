@@ -113,6 +113,26 @@ def test_the_predictor_proposes_within_the_budget_what_adds_to_the_front(setup):
         record(study, space, engine, proposal)
 
 
+def test_the_predictor_weighs_what_a_candidate_adds_by_what_its_trial_costs(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["predictor"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for _ in range(3):
+        record(study, space, engine, engine.propose(study.get_trials(deepcopy=False)))
+    history = engine._history(study.get_trials(deepcopy=False))
+    engine.knowledge.refit(history)
+    seconds = engine.knowledge.seconds
+    integer_share = {}
+    # One machine where integer layers train a hundred times dearer than float ones, one the other
+    # way round (the allocation ranks its walks' ends by the same Knowledge.per_second).
+    for name, weights in (("integer dear", [1.0, 0.01, 100.0, 0.0]), ("float dear", [1.0, 100.0, 0.01, 0.0])):
+        seconds.weights, seconds._least = np.array(weights), 0.1
+        proposal = engine.proposers[PREDICTOR].propose(history, np.random.default_rng(0))
+        assert proposal is not None
+        design = seconds.design(engine.encoding.encode([proposal.candidate]))[0]
+        integer_share[name] = design[2] / max(design[1] + design[2], 1e-9)
+    assert integer_share["integer dear"] < integer_share["float dear"]
+
+
 def test_only_the_sampler_over_every_knob_is_what_random_search_was(setup):
     engine, space = engine_for(setup, warm_start=False, proposers=["sampler"], parametrisation="layer",
                                sampler="random")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from slimsearch.search.pareto import hypervolume, hypervolume_improvements
-from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor
+from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor, TrialSeconds
 from slimsearch.search.proposals.base import History
 from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_LOSS, TRUST_SIZE_STEP, KnobLevels, Limits, TrustRegion
 from slimsearch.spaces.candidate import Candidate
@@ -54,6 +54,7 @@ class Knowledge:
         sensitivity = priors.get("sensitivity") or {}
         self.genome = Genome(self.encoding, sensitivity)
         self.latency = LatencyPredictor(layout)
+        self.seconds = TrialSeconds(layout)
         teacher_accuracy = float(teacher.get("val_accuracy", sensitivity.get("teacher_accuracy", 1.0)))
         self.accuracy = AccuracyPredictor(Damage(layout, sensitivity), teacher_accuracy)
         self.teacher_accuracy = teacher_accuracy
@@ -71,6 +72,10 @@ class Knowledge:
         trained = history.trained(standard=True)
         self.accuracy.fit(np.array([r.row for r, _ in trained]).reshape(len(trained), self.encoding.width),
                           np.array([accuracy for _, accuracy in trained]))
+        # Trial times of the configured fine-tune run to its end (screened-out trials stop early).
+        timed = [r for r in history.fine_tuned() if r.finetune_scale == 1.0 and r.seconds]
+        self.seconds.fit(np.array([r.row for r in timed]).reshape(len(timed), self.encoding.width),
+                         np.array([r.seconds for r in timed]))
 
     def latency_observations(self, history: History) -> list[LatencyObservation]:
         """Every latency measured so far: the teacher's own (1 by definition: the priors' probes are
@@ -193,6 +198,13 @@ class Knowledge:
         if volume <= 0:
             volume = float(np.max(gains, initial=0.0))
         return gains / volume if volume > 0 else np.zeros(len(gains))
+
+    def per_second(self, gains: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """What each row is expected to add per predicted second of its trial: in a search bounded
+        by time, the rate at which the front grows. On digits the proposers' lightly pruned,
+        separable, mixed-precision models took 10-13 s a trial against the hand grid's 3-9 s for
+        pruned int8 ones, and a 120 s search ran 8-12 trials to the grid's 16."""
+        return np.asarray(gains, dtype=float) / self.seconds.predict(rows)
 
     @staticmethod
     def worth_a_trial(relative_gains: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Predictor-guided search (OFA / APQ style): thousands of candidates scored on the predictors,
-the one expected to add the most to the front proposed for a real trial.
+the one expected to add the most to the front per second proposed for a real trial.
 
 The pool is drawn fresh for every proposal:
 - random genomes (spaces/genome.py): sensible allocations of every intensity;
@@ -11,9 +11,10 @@ trials (with the running trials' predicted points counted in, so parallel worker
 its accuracy taken half a typical prediction error optimistically, among those predicted
 within the latency budget and inside the trust region (search/proposals/trust.py: a step past
 an accurate model measured so far, and not nearly as fast and as small as a model that
-fine-tuned badly). When none is expected to add enough to be worth a trial
-(Knowledge.worth_a_trial), it passes its turn. A prediction never stands in for a measurement:
-the chosen candidate is trained and measured like any other.
+fine-tuned badly). Of those worth a trial (Knowledge.worth_a_trial), the one expected to add
+the most per second of its trial is proposed (Knowledge.per_second); when none is, it passes
+its turn. A prediction never stands in for a measurement: the chosen candidate is trained and
+measured like any other.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class PredictorProposer(Proposer):
         # predictors cannot tell apart, such as the distillation knobs): the other proposers' turn.
         if not knowledge.worth_a_trial(gains).any():
             return None
-        best = order[int(np.argmax(gains))]
+        # The most expected per second of trial, among those worth one at all.
+        rates = knowledge.per_second(gains, pool[order])
+        best = order[int(np.argmax(np.where(knowledge.worth_a_trial(gains), rates, -np.inf)))]
         candidate = knowledge.encoding.decode(pool[best][None, :])[0]
         if candidate.key in history.tried:  # the pool excluded tried rows, but ties can collapse two rows into one
             return None

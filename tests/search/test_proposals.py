@@ -419,6 +419,24 @@ def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_r
     assert third is not None and third.candidate.key == candidates[3].key
 
 
+def test_a_model_that_could_be_the_fastest_near_the_teacher_at_the_best_recovery_measured_gets_a_long_fine_tune(setup):
+    engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    long = engine.proposers[LONG_FINETUNE]
+    history = lambda: engine._history(study.get_trials(deepcopy=False))  # noqa: E731
+    rng = np.random.default_rng(0)
+    first = Proposal(candidate_with_prune(engine, 0.5), SAMPLER)
+    record(study, space, engine, first, accuracy=0.90, latency_ratio=0.15)
+    record(study, space, engine, long.propose(history(), rng), accuracy=0.99, latency_ratio=0.15)  # won back everything
+    # Faster still, at 0.92: the typical share expected so far leaves it short of 0.98, the best one measured does not.
+    bold = candidate_with_prune(engine, 0.7)
+    record(study, space, engine, Proposal(bold, SAMPLER), accuracy=0.92, latency_ratio=0.10)
+    recovery = long.recovery(history())
+    assert 0.92 + recovery * 0.07 < 0.98 and long.recovered_shares(history()) == [1.0]
+    proposal = long.propose(history(), rng)
+    assert proposal is not None and proposal.candidate.key == bold.key
+
+
 def candidate_with_prune(engine, ratio: float):
     row = engine.encoding.default.copy()
     row[engine.encoding.columns("prune")] = ratio

@@ -241,6 +241,7 @@ class TrialSeconds:
         self._macs = max(float(teacher[index["macs_float"]] + teacher[index["macs_depthwise"]]), 1.0)
         self._tensors = max(float(teacher[index["weights_float"]] + teacher[index["activations"]]), 1.0)
         self.weights: np.ndarray | None = None  # None: unfitted, every candidate costs the same
+        self._least = 1e-3  # the floor of a prediction (a fifth of the quickest trial, once fitted)
 
     def design(self, rows: np.ndarray) -> np.ndarray:
         """(n, 4): a constant, float work and integer work in teacher MACs, rounded tensors in the teacher's."""

@@ -123,9 +123,9 @@ def test_the_predictor_weighs_what_a_candidate_adds_by_what_its_trial_costs(setu
     seconds = engine.knowledge.seconds
     integer_share = {}
     # One machine where integer layers train a hundred times dearer than float ones, one the other
-    # way round (the allocation ranks its walks' ends by the same Knowledge.per_second).
+    # way round (the allocation ranks its walks' ends by the same Knowledge.best_per_second).
     for name, weights in (("integer dear", [1.0, 0.01, 100.0, 0.0]), ("float dear", [1.0, 100.0, 0.01, 0.0])):
-        seconds.weights, seconds._least = np.array(weights), 0.1
+        seconds.weights = np.array(weights)
         proposal = engine.proposers[PREDICTOR].propose(history, np.random.default_rng(0))
         assert proposal is not None
         design = seconds.design(engine.encoding.encode([proposal.candidate]))[0]
@@ -379,11 +379,16 @@ def test_failures_rule_out_only_what_no_accurate_model_has_disproved_inside_the_
     assert len(knowledge.trust_region(engine._history(study.get_trials(deepcopy=False))).failures) == 0
 
 
-def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_recovered(setup):
+def long_finetune_study(setup):
+    """An engine with the long fine-tune proposer alone, an empty study, the proposer, and the
+    study's history as a function."""
     engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    long = engine.proposers[LONG_FINETUNE]
-    history = lambda: engine._history(study.get_trials(deepcopy=False))  # noqa: E731
+    return engine, space, study, engine.proposers[LONG_FINETUNE], lambda: engine._history(study.get_trials(deepcopy=False))
+
+
+def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_recovered(setup):
+    engine, space, study, long, history = long_finetune_study(setup)
     rng = np.random.default_rng(0)
     assert long.propose(history(), rng) is None  # nothing measured yet
     knobs, rows = engine.encoding.knobs, []
@@ -420,10 +425,7 @@ def test_a_long_fine_tune_goes_to_the_measured_model_that_would_add_most_if_it_r
 
 
 def test_a_model_that_could_be_the_fastest_near_the_teacher_at_the_best_recovery_measured_gets_a_long_fine_tune(setup):
-    engine, space = engine_for(setup, warm_start=False, proposers=["long_finetune"])
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
-    long = engine.proposers[LONG_FINETUNE]
-    history = lambda: engine._history(study.get_trials(deepcopy=False))  # noqa: E731
+    engine, space, study, long, history = long_finetune_study(setup)
     rng = np.random.default_rng(0)
     first = Proposal(candidate_with_prune(engine, 0.5), SAMPLER)
     record(study, space, engine, first, accuracy=0.90, latency_ratio=0.15)

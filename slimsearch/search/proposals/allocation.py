@@ -13,7 +13,7 @@ knapsack; the predictors (search/predictors.py) supply both sides of every ratio
 Each call walks from the teacher to TARGETS (fractions of the latency budget) and from each of the
 front's fastest accurate models to BEYOND_FRONT (fractions of its own latency), with every floor,
 and proposes the allocation predicted to add the most hypervolume to the front per second of its
-trial (Knowledge.per_second), inside the trust region (search/proposals/trust.py); none already
+trial (Knowledge.best_per_second), inside the trust region (search/proposals/trust.py); none already
 in the study, no aim (start, target, floor) an allocation trial already took, and nothing when
 no allocation is worth a trial (Knowledge.worth_a_trial). So the targets move with the front.
 """
@@ -96,10 +96,10 @@ class AllocationProposer(Proposer):
         # Allocations the front already beats are not worth a trial: on digits the two aimed at the
         # budget were predicted slower, larger and no more accurate than a model already measured
         # (and fine-tuned to 78% and 86%).
-        if not knowledge.worth_a_trial(gains).any():
+        chosen = knowledge.best_per_second(gains, rows[index])
+        if chosen is None:
             return None
-        worth = knowledge.worth_a_trial(gains)
-        best = int(index[int(np.argmax(np.where(worth, knowledge.per_second(gains, rows[index]), -np.inf)))])
+        best = int(index[chosen])
         return Proposal(candidates[best], ALLOCATION, predicted=predicted.record(best, **aims[best]))
 
     def _promising(self, rows: list[np.ndarray], floors: list[float], history: History,

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from slimsearch.search.pareto import hypervolume, hypervolume_improvements
-from slimsearch.search.predictors import AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor, TrialSeconds
+from slimsearch.search.predictors import (AccuracyPredictor, Damage, LatencyObservation, LatencyPredictor,
+                                          TrialSeconds)
 from slimsearch.search.proposals.base import History
 from slimsearch.search.proposals.trust import TRUST_LATENCY_STEP, TRUST_LOSS, TRUST_SIZE_STEP, KnobLevels, Limits, TrustRegion
 from slimsearch.spaces.candidate import Candidate
@@ -199,12 +200,17 @@ class Knowledge:
             volume = float(np.max(gains, initial=0.0))
         return gains / volume if volume > 0 else np.zeros(len(gains))
 
-    def per_second(self, gains: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """What each row is expected to add per predicted second of its trial: in a search bounded
-        by time, the rate at which the front grows. On digits the proposers' lightly pruned,
-        separable, mixed-precision models took 10-13 s a trial against the hand grid's 3-9 s for
-        pruned int8 ones, and a 120 s search ran 8-12 trials to the grid's 16."""
-        return np.asarray(gains, dtype=float) / self.seconds.predict(rows)
+    def best_per_second(self, gains: np.ndarray, rows: np.ndarray) -> int | None:
+        """The index of the row worth a trial (`worth_a_trial`) that is expected to add the most per
+        predicted second of its trial, or None when none is worth one: in a search bounded by time,
+        the rate at which the front grows. On digits the proposers' lightly pruned, separable,
+        mixed-precision models took 10-13 s a trial against the hand grid's 3-9 s for pruned int8
+        ones, and a 120 s search ran 8-12 trials to the grid's 16."""
+        worth = self.worth_a_trial(gains)
+        if not worth.any():
+            return None
+        rates = np.asarray(gains, dtype=float) / self.seconds.predict(rows)
+        return int(np.argmax(np.where(worth, rates, -np.inf)))
 
     @staticmethod
     def worth_a_trial(relative_gains: np.ndarray) -> np.ndarray:

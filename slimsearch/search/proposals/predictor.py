@@ -12,7 +12,7 @@ its accuracy taken half a typical prediction error optimistically, among those p
 within the latency budget and inside the trust region (search/proposals/trust.py: a step past
 an accurate model measured so far, and not nearly as fast and as small as a model that
 fine-tuned badly). Of those worth a trial (Knowledge.worth_a_trial), the one expected to add
-the most per second of its trial is proposed (Knowledge.per_second); when none is, it passes
+the most per second of its trial is proposed (Knowledge.best_per_second); when none is, it passes
 its turn. A prediction never stands in for a measurement: the chosen candidate is trained and
 measured like any other.
 """
@@ -60,11 +60,10 @@ class PredictorProposer(Proposer):
         gains = knowledge.expected_gains(history, points[order], rng)
         # Nothing expected to add much (near twins of the front's models, differing in what the
         # predictors cannot tell apart, such as the distillation knobs): the other proposers' turn.
-        if not knowledge.worth_a_trial(gains).any():
+        chosen = knowledge.best_per_second(gains, pool[order])
+        if chosen is None:
             return None
-        # The most expected per second of trial, among those worth one at all.
-        rates = knowledge.per_second(gains, pool[order])
-        best = order[int(np.argmax(np.where(knowledge.worth_a_trial(gains), rates, -np.inf)))]
+        best = order[chosen]
         candidate = knowledge.encoding.decode(pool[best][None, :])[0]
         if candidate.key in history.tried:  # the pool excluded tried rows, but ties can collapse two rows into one
             return None

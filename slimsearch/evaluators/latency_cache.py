@@ -23,14 +23,15 @@ from pathlib import Path
 from slimsearch.evaluators.latency import LatencySettings, Measurement, PairedMeasurement
 
 FILE_NAME = "latency-cache.jsonl"
-_VALUE_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+_VALUE_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data",
+                 "external_data", "data_location")  # where weights above 2 GB are kept: not the graph
 
 
 def architecture_key(onnx_path: str | Path, settings: LatencySettings) -> str:
     """A hash of the graph in `onnx_path` without its weight values, and of how it is measured."""
     import onnx
 
-    model = onnx.load(str(onnx_path))
+    model = onnx.load(str(onnx_path), load_external_data=False)
     for initializer in model.graph.initializer:
         for field in _VALUE_FIELDS:
             initializer.ClearField(field)

@@ -20,14 +20,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from slimsearch.evaluators.deploy import INPUT_NAME, OUTPUT_NAME, export_onnx
+from slimsearch.evaluators.deploy import (INPUT_NAME, OUTPUT_NAME, export_onnx, external_data_file, publish_onnx,
+                                         save_onnx)
 from slimsearch.spaces.quant import INTEGER_BITS
 from slimsearch.techniques.quantization import fold, quantized_layers
 
@@ -53,25 +54,25 @@ def export_deployed(model: nn.Module, example_input: torch.Tensor, path: str | P
     if integer and calibration_inputs is None:
         raise ValueError("calibration_inputs are needed to export a model with layers at 8 bits or fewer")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="slimsearch-quant-") as tmp:
+    # Beside `path`, so that moving the result into place is a rename, and under its name, which
+    # its weights file (past 2 GB) carries.
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         folded = fold(model)
-        float_path = export_onnx(folded, example_input, Path(tmp) / "folded.onnx", output_names=output_names)
+        float_path = export_onnx(folded, example_input, Path(tmp) / "float" / path.name, output_names=output_names)
         graph = onnx.load(str(float_path))
-        nodes = layer_nodes(graph, set(layers), call_order=lambda: weighted_call_order(folded, example_input))
+        nodes = layer_nodes(graph, set(layers), call_order=lambda: weighted_call_order(folded, example_input),
+                            weights=lambda: layer_weights(folded, layers))
         if half:
             _store_half(graph, [nodes[name] for name in sorted(half)])
-        onnx.save(graph, str(float_path))
-        tmp_out = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            if integer:
-                _quantize_int8(float_path, tmp_out, [nodes[name].name for name in sorted(integer)],
-                               calibration_inputs[:CALIBRATION_SAMPLES])
-            else:
-                os.replace(float_path, tmp_out)
-            onnx.checker.check_model(str(tmp_out))
-            os.replace(tmp_out, path)
-        finally:
-            tmp_out.unlink(missing_ok=True)
+        save_onnx(graph, float_path)
+        written = float_path
+        if integer:
+            written = Path(tmp) / "int8" / path.name
+            written.parent.mkdir()
+            _quantize_int8(float_path, written, [nodes[name].name for name in sorted(integer)],
+                           calibration_inputs[:CALIBRATION_SAMPLES])
+        onnx.checker.check_model(str(written))
+        publish_onnx(written, path)
     return path
 
 
@@ -91,13 +92,17 @@ def module_name_of(node_name: str) -> str:
     return name
 
 
-def layer_nodes(graph, names: set[str], call_order=None) -> dict:
+def layer_nodes(graph, names: set[str], call_order=None, weights=None) -> dict:
     """Layer name -> its weight node (Conv / Gemm / MatMul) in the exported graph.
 
     Found by the exporter's scope names; when those do not carry module paths (a torch.fx
     GraphModule, such as an early-exit segment, loses them), by call order instead: the
     exporter traces the forward pass, so weight nodes appear in the order the layers run.
-    `call_order()` gives [(layer name, weight element count)] in that order.
+    `call_order()` gives [(layer name, weight element count)] in that order. Attention breaks
+    that order (nn.MultiheadAttention and Swin's windows pass their linears' weights to F.linear
+    without calling the modules, so the graph has weight nodes no call accounts for); then each
+    layer is found by its weight's values (`weights()`: name -> weight), which a layer without a
+    batch norm folded into it keeps in the graph, transposed for a MatMul.
     """
     weight_nodes = [node for node in graph.graph.node if node.op_type in WEIGHT_OPS]
     found = {}
@@ -112,11 +117,42 @@ def layer_nodes(graph, names: set[str], call_order=None) -> dict:
         return found
     calls = call_order()
     sizes = {init.name: math.prod(init.dims) for init in graph.graph.initializer}
-    if len(calls) != len(weight_nodes) or any(
-            node.input[1] in sizes and sizes[node.input[1]] != numel for node, (_, numel) in zip(weight_nodes, calls)):
+    if len(calls) == len(weight_nodes) and all(
+            node.input[1] not in sizes or sizes[node.input[1]] == numel for node, (_, numel) in zip(weight_nodes, calls)):
+        matched = {name: node for (name, _), node in zip(calls, weight_nodes)}
+        return {name: matched[name] for name in names}
+    by_value = _nodes_by_weight_values(graph, weight_nodes, weights() if weights is not None else {})
+    if not names <= set(by_value):
         raise RuntimeError("cannot match the model's layers to the exported ONNX graph's weight nodes")
-    matched = {name: node for (name, _), node in zip(calls, weight_nodes)}
-    return {name: matched[name] for name in names}
+    return {name: by_value[name] for name in names}
+
+
+def _nodes_by_weight_values(graph, weight_nodes: list, weights: dict) -> dict:
+    """Layer name -> the weight node whose initializer holds that layer's weight (or its transpose)."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in graph.graph.initializer}
+    numel = {name: math.prod(init.dims) for name, init in initializers.items()}
+    taken, found = set(), {}
+    for name, weight in weights.items():
+        weight = weight.detach().cpu().numpy()
+        for node in weight_nodes:
+            key = node.input[1] if len(node.input) > 1 else None
+            if key not in initializers or node.name in taken or numel[key] != weight.size:
+                continue
+            value = numpy_helper.to_array(initializers[key])
+            if any(value.shape == form.shape and np.allclose(value, form, rtol=1e-5, atol=1e-7)
+                   for form in (weight, weight.T)):
+                found[name] = node
+                taken.add(node.name)
+                break
+    return found
+
+
+def layer_weights(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    """name -> weight of each named layer of `model`, in the model's module order."""
+    wanted = set(names)
+    return {name: module.weight for name, module in model.named_modules() if name in wanted}
 
 
 @torch.no_grad()
@@ -148,6 +184,8 @@ def _store_half(graph, nodes) -> None:
 
 
 def _quantize_int8(float_path: Path, out_path: Path, node_names: list[str], inputs: torch.Tensor) -> None:
+    """QDQ int8 for `node_names`; a float model with external weights gives one too (ORT names
+    its weights file as save_onnx does, `<name>.data`)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     class Batches(CalibrationDataReader):
@@ -163,7 +201,7 @@ def _quantize_int8(float_path: Path, out_path: Path, node_names: list[str], inpu
         quantize_static(
             str(float_path), str(out_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=node_names,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external_data_file(float_path).exists(),
         )
 
 

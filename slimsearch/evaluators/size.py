@@ -41,7 +41,10 @@ def packed_size_bytes(model: nn.Module, bits_per_layer: dict[str, int] | None = 
 
 
 def file_size_bytes(path: str | Path) -> int:
-    return Path(path).stat().st_size
+    """Bytes on disk of an exported model, with its external weights file (ONNX above 2 GB)."""
+    from slimsearch.evaluators.deploy import onnx_files_size
+
+    return onnx_files_size(Path(path))
 
 
 def parameter_count(model: nn.Module) -> int:

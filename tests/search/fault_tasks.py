@@ -52,6 +52,23 @@ def picky() -> Task:
                 example_input=train.tensors[0][:1], num_classes=10)
 
 
+class RunsOutOfMemoryWhenPruned(nn.Module):
+    """A user model that works at full width and runs out of memory when its conv is pruned (as a
+    large model's candidate can on a small machine): the failure is the machine's, not the layer's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 32, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        if self.conv.out_channels < 32:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 16777216 bytes. Error code 12 (Cannot allocate memory)")
+        return self.head(torch.flatten(self.pool(self.conv(x)), 1))
+
+
 def fragile() -> Task:
     train, val, test = digits_splits(size=8)
     torch.manual_seed(0)

@@ -68,3 +68,23 @@ def test_a_teacher_that_cannot_train_is_refused_in_one_line():
     space = Space.discover(model, example, SpaceConfig(families=("prune", "exits")))
     with pytest.raises(TaskError, match="the teacher itself fails to train .*GoogLeNetOutputs"):
         probe(space, model, example, torch.randn(4, 3, 64, 64), SpaceConfig())
+
+
+def test_running_out_of_memory_stops_the_probe_instead_of_leaving_layers_out():
+    # On 16 GB, vit_l_32's probe left 126 layers out as "failing" when it was the machine that ran out.
+    import pytest
+    import torch
+
+    from slimsearch.config import SpaceConfig
+    from slimsearch.errors import TaskError
+    from slimsearch.search.capability import probe
+    from slimsearch.spaces import Space
+    from tests.search.fault_tasks import RunsOutOfMemoryWhenPruned
+
+    torch.manual_seed(0)
+    model, example = RunsOutOfMemoryWhenPruned().eval(), torch.randn(1, 1, 8, 8)
+    settings = SpaceConfig(families=("prune", "separable"))
+    space = Space.discover(model, example, settings)
+    assert [k.target for k in space.knobs if k.family == "prune"] == ["conv"]
+    with pytest.raises(TaskError, match="ran out of memory at the train step .*prune set.*no layer was left out"):
+        probe(space, model, example, torch.randn(4, 1, 8, 8), settings)

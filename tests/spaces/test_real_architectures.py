@@ -125,17 +125,46 @@ def test_convnext_exit_stage_names_survive_every_substitution():
     assert student.exit_points == stages
 
 
-def test_a_vision_transformer_teacher_exports_through_the_dynamo_exporter(tmp_path):
+def _small_vit() -> VisionTransformer:
     torch.manual_seed(0)
-    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                            num_classes=10).eval()
+    return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                             num_classes=10).eval()
+
+
+def test_a_vision_transformer_exports_through_torchscript_with_attention_unfused(tmp_path):
+    # With nn.MultiheadAttention's inference fast path on, tracing meets the fused
+    # aten::_native_multi_head_attention, which only the (slower) dynamo exporter took.
+    vit = _small_vit()
     example, inputs = torch.randn(1, 3, 32, 32), torch.randn(4, 3, 32, 32)
-    path = export_onnx(vit, example, tmp_path / "vit.onnx")  # TorchScript: aten::_native_multi_head_attention
-    assert exporter_of(path) == "dynamo"
+    assert torch.backends.mha.get_fastpath_enabled()
+    path = export_onnx(vit, example, tmp_path / "vit.onnx")
+    assert exporter_of(path) == "torchscript"
+    assert torch.backends.mha.get_fastpath_enabled()  # switched back after the export
     with torch.no_grad():
         torch.testing.assert_close(onnx_predict(onnx_session(path, threads=1), inputs), vit(inputs), rtol=1e-3, atol=1e-4)
     cnn, cnn_example = _model("squeezenet1_1", 32)
     assert exporter_of(export_onnx(cnn, cnn_example, tmp_path / "cnn.onnx")) == "torchscript"
+
+
+@pytest.mark.parametrize("architecture", ["vit", "swin"])
+def test_attention_models_keep_every_quantized_layer_also_in_exit_segments(architecture):
+    """The probe left every ViT layer out of quantization (the dynamo exporter's graph could not
+    be matched to the layers), and Swin's quantized exits (attention passes its linears' weights
+    to F.linear, so call order did not match the graph)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    from slimsearch.search.capability import probe
+
+    torch.manual_seed(0)
+    model = _small_vit() if architecture == "vit" else SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 2], window_size=[4, 4],
+        num_classes=10).eval()
+    example, inputs = torch.randn(1, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    settings = SpaceConfig(families=("quant", "exits"))
+    space = Space.discover(model, example, settings)
+    assert [k for k in space.knobs if k.family == "exits" and k.stage is not None]
+    outcome = probe(space, model, example, inputs, settings)
+    assert not outcome.excluded, [(u.family, u.target, u.reason) for u in outcome.excluded]
 
 
 def test_swin_exits_take_channels_last_features(tmp_path):

@@ -18,6 +18,7 @@ alone on 2 cores, larger ones take minutes, not hours (alexnet 207 s, vgg11 630 
 now. Each model runs in a process of its own, under a memory limit.
 
     python -m tests.techniques.model_sweep [MODEL ...] --out DIR    # run it, one JSON per model
+    python -m tests.techniques.model_sweep MODEL --costly --out DIR # a model skipped for its cost, on a bigger machine
     python -m tests.techniques.model_sweep --table DIR              # the README table from those files
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import subprocess
 import random
@@ -190,15 +192,16 @@ def exit_stages(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
     return [point.stage for point in find_exit_points(trace(model), example)]
 
 
-def sweep_model(name: str) -> dict:
-    """The sweep's record of one model (see the module docstring)."""
+def sweep_model(name: str, costly: bool = False) -> dict:
+    """The sweep's record of one model (see the module docstring); `costly`: sweep it even when
+    skip_reason would skip it for its cost (on a machine that has the time and memory)."""
     from slimsearch.config import SpaceConfig
     from slimsearch.search.capability import probe
     from slimsearch.spaces import Candidate, Space
     from slimsearch.techniques import build_student
 
     reason = skip_reason(name)
-    if reason is not None:
+    if reason is not None and not costly:
         return {"model": name, "status": "skipped", "reason": reason}
     started = time.perf_counter()
     size = input_size(name)
@@ -241,6 +244,7 @@ def sweep_model(name: str) -> dict:
             "exit_stages" in record and record["exit_stages"].get("substituted") != teacher_stages):
         record["status"] = "fail"
     record["seconds"] = round(time.perf_counter() - started, 1)
+    record["machine"] = f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     return record
 
 
@@ -272,7 +276,8 @@ def table(records: list[dict]) -> str:
         knobs = " | ".join(str(record["knobs"][family]) for family in FAMILIES)
         result = record["status"] if record["status"] == "pass" else "FAIL: " + "; ".join(
             f"{label}: {r.get('error', '')}" for label, r in record["candidates"].items() if not r["ok"])
-        lines.append(f"| {record['model']} | {record['input']} | {knobs} | {left_out} | {result} ({record['seconds']:.0f} s) |")
+        where = f", {record['machine']}" if "machine" in record else ""
+        lines.append(f"| {record['model']} | {record['input']} | {knobs} | {left_out} | {result} ({record['seconds']:.0f} s{where}) |")
     return "\n".join(lines)
 
 
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", help="models to sweep (default: all)")
     parser.add_argument("--out", type=Path, help="folder for one JSON record per model")
     parser.add_argument("--table", type=Path, help="print the README table from a folder of records")
+    parser.add_argument("--costly", action="store_true",
+                        help="also the models skipped for their cost on a small CPU (for a bigger machine)")
+    parser.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT / 2**30,
+                        help="address space per model's process (vit_l_32's probe needs about 22)")
     args = parser.parse_args(argv)
     if args.table:
         print(table([json.loads(path.read_text()) for path in sorted(args.table.glob("*.json"))]))
@@ -290,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(models) > 1:  # one process per model: memory does not pile up, and a crash stays one model's
         for name in models:
             if not (args.out / f"{name}.json").exists():
-                subprocess.run([sys.executable, "-m", "tests.techniques.model_sweep", name, "--out", str(args.out)])
+                subprocess.run([sys.executable, "-m", "tests.techniques.model_sweep", name, "--out", str(args.out),
+                                "--memory-gb", str(args.memory_gb), *(["--costly"] if args.costly else [])])
         return 0
     (name,) = models
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    limit = int(args.memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        record = sweep_model(name)
+        record = sweep_model(name, costly=args.costly)
     except BaseException as error:  # a crash (or running out of memory) is a result too: the table shows it
         record = {"model": name, "status": "crash", "error": f"{type(error).__name__}: {error}"[:500]}
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))

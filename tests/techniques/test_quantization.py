@@ -160,3 +160,36 @@ def test_8_bits_keep_digits_accuracy_and_2_bits_lose_more(digits, tmp_path):
     onnx_accuracy = accuracy_from_logits(onnx_predict(onnx_session(deployed, threads=1), inputs), labels)
     assert abs(onnx_accuracy - float_accuracy) <= 0.01
     assert two_bit_accuracy < int8_accuracy - 0.02
+
+
+@pytest.mark.parametrize("value", ["32-float", "16-float", "8-uniform"])
+def test_weights_past_the_onnx_file_limit_go_beside_the_model(model, value, tmp_path, monkeypatch):
+    """Above 2 GB (protobuf's limit on one file) the weights are saved as ONNX external data in
+    `<name>.data`; here the limit is lowered so that a small model takes that path."""
+    import onnx
+
+    from slimsearch.evaluators import deploy
+    from slimsearch.evaluators.size import file_size_bytes
+
+    calibration = torch.rand(64, 1, 24, 24)
+    student = quantize(model, EXAMPLE, value, calibration)
+    with torch.no_grad():
+        expected = student(calibration)
+    inline = export_deployed(student, EXAMPLE, tmp_path / "inline" / "model.onnx", calibration_inputs=calibration)
+    monkeypatch.setattr(deploy, "ONNX_FILE_LIMIT", 1)
+    path = export_deployed(student, EXAMPLE, tmp_path / "model.onnx", calibration_inputs=calibration)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inline", "model.onnx", "model.onnx.data"]
+    weights = path.with_name("model.onnx.data").stat().st_size
+    assert path.stat().st_size < weights and file_size_bytes(path) == path.stat().st_size + weights
+    assert abs(file_size_bytes(path) - file_size_bytes(inline)) < 0.1 * file_size_bytes(inline)
+    assert deploy.exporter_of(path) == "torchscript"
+    onnx.checker.check_model(str(path))
+    got = onnx_predict(onnx_session(path, threads=1), calibration)
+    reference = onnx_predict(onnx_session(inline, threads=1), calibration)
+    assert torch.equal(got, reference)
+    if value != "8-uniform":
+        assert torch.allclose(got, expected, atol=1e-4)
+    # Saved again under the limit, the stale weights file goes.
+    monkeypatch.setattr(deploy, "ONNX_FILE_LIMIT", 2**31)
+    export_deployed(student, EXAMPLE, tmp_path / "model.onnx", calibration_inputs=calibration)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inline", "model.onnx"]

@@ -121,18 +121,18 @@ def layer_nodes(graph, names: set[str], call_order=None, weights=None) -> dict:
             node.input[1] not in sizes or sizes[node.input[1]] == numel for node, (_, numel) in zip(weight_nodes, calls)):
         matched = {name: node for (name, _), node in zip(calls, weight_nodes)}
         return {name: matched[name] for name in names}
-    by_value = _nodes_by_weight_values(graph, weight_nodes, weights() if weights is not None else {})
+    by_value = _nodes_by_weight_values(graph, weight_nodes, weights() if weights is not None else {}, sizes)
     if not names <= set(by_value):
         raise RuntimeError("cannot match the model's layers to the exported ONNX graph's weight nodes")
     return {name: by_value[name] for name in names}
 
 
-def _nodes_by_weight_values(graph, weight_nodes: list, weights: dict) -> dict:
-    """Layer name -> the weight node whose initializer holds that layer's weight (or its transpose)."""
+def _nodes_by_weight_values(graph, weight_nodes: list, weights: dict, numel: dict[str, int]) -> dict:
+    """Layer name -> the weight node whose initializer holds that layer's weight (or its transpose);
+    `numel`: each initializer's element count."""
     from onnx import numpy_helper
 
     initializers = {init.name: init for init in graph.graph.initializer}
-    numel = {name: math.prod(init.dims) for name, init in initializers.items()}
     taken, found = set(), {}
     for name, weight in weights.items():
         weight = weight.detach().cpu().numpy()

@@ -87,10 +87,11 @@ class IsolatedMeasurer:
         reply = self._ask({"student": str(student_onnx)})
         return PairedMeasurement(student=Measurement(**reply["student"]), teacher=Measurement(**reply["teacher"]))
 
-    def measure_exits(self, folder: Path, thresholds: list[float] | None = None) -> tuple[PairedMeasurement, dict[str, float]]:
+    def measure_exits(self, folder: Path, thresholds: list[float] | None = None,
+                      samples: int | None = None) -> tuple[PairedMeasurement, dict[str, float]]:
         """An exported early-exit model (evaluators/exit_deploy.py) against the teacher, sample by
-        sample; also the share of samples leaving at each exit."""
-        reply = self._ask({"exits": str(folder), "thresholds": thresholds})
+        sample (the first `samples` of them; None: all); also the share of samples leaving at each exit."""
+        reply = self._ask({"exits": str(folder), "thresholds": thresholds, "samples": samples})
         paired = PairedMeasurement(student=Measurement(**reply["student"]), teacher=Measurement(**reply["teacher"]))
         return paired, reply["exit_shares"]
 
@@ -151,7 +152,7 @@ def _measure_exits(request: dict, setup: dict, settings: LatencySettings) -> dic
 
     if "samples" not in setup:
         raise ValueError("early-exit latency needs real samples, and none were given to the measurer")
-    samples = torch.load(setup["samples"], weights_only=True).numpy()
+    samples = torch.load(setup["samples"], weights_only=True).numpy()[:request.get("samples")]
     make_session = lambda path: onnx_session(path, threads=settings.threads, device=settings.device,  # noqa: E731
                                              runtime=settings.runtime)
     started = time.perf_counter()

@@ -134,11 +134,12 @@ def compute_priors(context, *, seconds: float | None = None) -> dict[str, Any]:
 
 def probe_latency(context, candidate: Candidate) -> float:
     """The candidate's first-measurement latency ratio, as a trial takes it (lower bound for exits)."""
+    from slimsearch.search.trial import LATENCY_ONLY_CALIBRATION
     from slimsearch.techniques import build_student
     from slimsearch.techniques.quantization import calibrate
 
     student = build_student(candidate, context.task.teacher, context.task.example_input, context.config.space)
-    calibrate(student, context.task.calibration_inputs())
+    calibrate(student, context.task.calibration_inputs()[:LATENCY_ONLY_CALIBRATION])  # only timed: see trial.py
     with tempfile.TemporaryDirectory(prefix="slimsearch-probe-") as tmp:
         measured, _ = context.measure(student, Path(tmp), lower_bound=True)
     return measured.student.value_ms / measured.teacher.value_ms

@@ -43,6 +43,7 @@ from slimsearch.techniques.exits import exit_outcomes
 from slimsearch.techniques.quantization import calibrate, quantized_layers
 
 WEIGHTS_ATTR = "weights_artifact"
+LATENCY_ONLY_CALIBRATION = 32  # samples setting the activation ranges of a model that is only timed
 
 
 def latency_settings(config: SearchConfig) -> latency_eval.LatencySettings:
@@ -117,24 +118,35 @@ class TrialContext:
         whatever its (not yet trained) heads will say. Compiling, capturing or building the
         runtime's session is charged to `stage`'s "compile" stage, not to latency.
         """
+        calibration = _calibration(self.task, student)
+        if lower_bound and calibration is not None:
+            # A lower bound is only timed: the int8 graph it deploys to, and so its latency, does
+            # not depend on the activation ranges, which a few samples set as well as 512 (ONNX
+            # Runtime's calibration of 512 took a tenth of a second per probe on digits).
+            calibration = calibration[:LATENCY_ONLY_CALIBRATION]
         if is_early_exit(student):
-            measured, shares, prepare_seconds = self._measure_exits(student, workdir, lower_bound)
+            measured, shares, prepare_seconds = self._measure_exits(student, workdir, lower_bound, calibration)
         else:
-            (measured, prepare_seconds), shares = self._measure_fixed(student, workdir), None
+            (measured, prepare_seconds), shares = self._measure_fixed(student, workdir, calibration), None
         if stage is not None:
             stage.move("compile", prepare_seconds)
         return measured, shares
 
-    def _measure_exits(self, student, workdir: Path, lower_bound: bool):
+    def _measure_exits(self, student, workdir: Path, lower_bound: bool, calibration: torch.Tensor | None):
         thresholds = [0.0] * len(student.thresholds) if lower_bound else None
+        settings = latency_settings(self.config)
+        # With every threshold at 0 each sample takes the same path (the first segment and its
+        # head), so the lower bound needs no more samples than give as many timed calls as a
+        # fixed-shape measurement (samples x rounds = repeats); 200 samples cost ten times that
+        # (0.6 s a probe on digits, a sixth of its priors pass).
+        samples = max(1, settings.repeats // settings.rounds) if lower_bound else None
         if self.measurer is not None:
             folder = workdir / "exits"
-            export_early_exit(student, self.task.example_input, folder, calibration_inputs=_calibration(self.task, student))
-            return (*self.measurer.measure_exits(folder, thresholds), self.measurer.last_prepare_seconds)
+            export_early_exit(student, self.task.example_input, folder, calibration_inputs=calibration)
+            return (*self.measurer.measure_exits(folder, thresholds, samples), self.measurer.last_prepare_seconds)
         # The torch runtimes: the deployed form with its segments compiled or captured one by one
         # (evaluators/runtimes.py), against the teacher prepared the same way, sample by sample.
-        settings = latency_settings(self.config)
-        rows = [row.unsqueeze(0).to(settings.device) for row in self.latency_samples]
+        rows = [row.unsqueeze(0).to(settings.device) for row in self.latency_samples[:samples]]
         started = time.perf_counter()
         with latency_eval.gpu_work(settings.device):  # not inside another process's measurement
             deployed = runtimes.deployed_torch_model(student, settings.device)
@@ -162,11 +174,12 @@ class TrialContext:
             self.teacher_per_sample = runtimes.prepare_module(deployed, row, settings.runtime, settings.device)
         return self.teacher_per_sample
 
-    def _measure_fixed(self, student: torch.nn.Module, workdir: Path) -> tuple[latency_eval.PairedMeasurement, float]:
+    def _measure_fixed(self, student: torch.nn.Module, workdir: Path,
+                       calibration: torch.Tensor | None) -> tuple[latency_eval.PairedMeasurement, float]:
         settings = latency_settings(self.config)
         if self.measurer is not None:
             onnx_path = export_deployed(student, self.task.example_input, workdir / "student.onnx",
-                                        calibration_inputs=_calibration(self.task, student))
+                                        calibration_inputs=calibration)
             key = architecture_key(onnx_path, settings)
             cached = self.latency_cache.get(key)
             if cached is not None:

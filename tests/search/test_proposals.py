@@ -439,6 +439,29 @@ def test_a_model_that_could_be_the_fastest_near_the_teacher_at_the_best_recovery
     assert proposal is not None and proposal.candidate.key == bold.key
 
 
+def test_the_first_long_fine_tune_is_a_long_shot_at_the_fastest_model_near_the_teacher(setup):
+    engine, space, study, long, history = long_finetune_study(setup)
+    rng = np.random.default_rng(0)
+    # Two accurate models, and the warm start's bold one: 76.6% after the short fine-tune (digits,
+    # teacher 99%), needing 96% of its loss back, which the prior's 75% does not expect; and one
+    # faster still, too far gone (loss over LONG_SHOT_LOSS) for any long fine-tune to bring near.
+    record(study, space, engine, Proposal(candidate_with_prune(engine, 0.3), SAMPLER), accuracy=0.986, latency_ratio=0.27)
+    record(study, space, engine, Proposal(candidate_with_prune(engine, 0.4), SAMPLER), accuracy=0.983, latency_ratio=0.26)
+    # One a hair slower than the bold one, smaller, and more accurate than the prior expects the
+    # bold one to end: the hypervolume alone would give it the long fine-tune, not the bold one.
+    record(study, space, engine, Proposal(candidate_with_prune(engine, 0.85), SAMPLER), accuracy=0.94, latency_ratio=0.192)
+    bold = candidate_with_prune(engine, 0.8)
+    record(study, space, engine, Proposal(bold, WARM_START), accuracy=0.766, latency_ratio=0.19)
+    record(study, space, engine, Proposal(candidate_with_prune(engine, 0.9), SAMPLER), accuracy=0.55, latency_ratio=0.12)
+    assert 0.766 + long.recovery(history()) * (0.99 - 0.766) < 0.98
+    proposal = long.propose(history(), rng)
+    assert proposal is not None and proposal.candidate.key == bold.key
+    # Measured (it won back half its loss): from then on, what long fine-tunes won back decides.
+    record(study, space, engine, proposal, accuracy=0.766 + 0.5 * (0.99 - 0.766), latency_ratio=0.19)
+    later = long.propose(history(), rng)
+    assert later is None or later.candidate.key not in (bold.key, candidate_with_prune(engine, 0.9).key)
+
+
 def candidate_with_prune(engine, ratio: float):
     row = engine.encoding.default.copy()
     row[engine.encoding.columns("prune")] = ratio

@@ -78,7 +78,11 @@ def skip_reason(name: str) -> str | None:
 @functools.lru_cache(maxsize=None)
 def input_size(name: str) -> int:
     """64, or torchvision's minimum input size for a model that does not run at 64 x 64 (torchvision
-    states minimums for its weights: Swin's 224 is one, yet Swin runs at 64)."""
+    states minimums for its weights: Swin's 224 is one, yet Swin runs at 64). A ViT is built for its
+    input (see `size_arguments`): 64, or the next multiple of its patch (vit_h_14: 70)."""
+    patch = _vit_patch(name)
+    if patch:
+        return -(-SIZE // patch) * patch
     minimum = max(_meta(name).get("min_size", (1, 1)))
     if minimum <= SIZE or _runs_at(name, SIZE):
         return SIZE
@@ -103,10 +107,12 @@ def size_arguments(name: str, size: int) -> dict:
     """What a builder needs to run at `size`: ViT's position embeddings are made for one image size,
     an argument of its builder (224 by default), which a user fine-tuning at another resolution sets
     too; it must be a multiple of the patch size."""
-    if name.startswith("vit_"):
-        patch = int(name.rsplit("_", 1)[1])
-        return {"image_size": size} if size % patch == 0 else {}
-    return {}
+    patch = _vit_patch(name)
+    return {"image_size": size} if patch and size % patch == 0 else {}
+
+
+def _vit_patch(name: str) -> int | None:
+    return int(name.rsplit("_", 1)[1]) if name.startswith("vit_") else None
 
 
 def build_teacher(name: str, size: int) -> torch.nn.Module:

@@ -48,6 +48,21 @@ def test_an_exit_taking_most_samples_lowers_mean_latency_at_the_same_accuracy(tr
     assert student_accuracy >= teacher_accuracy - 0.01
 
 
+def test_a_lower_bound_is_timed_on_as_few_samples_as_a_fixed_measurement_makes_calls(trained):
+    task, student, workdir = trained
+    config = SearchConfig.from_mapping({"task": "digits", "latency_budget": "1x", "latency": {
+        "warmup": 5, "repeats": 30, "rounds": 3, "exit_samples": 150}})
+    context = TrialContext.create(config, task, None, workdir)
+    try:
+        bound, shares = context.measure(student, workdir, lower_bound=True)
+    finally:
+        context.close()
+    # Every sample leaves at the first exit, so each takes the same path: 30 / 3 samples, not 150.
+    assert shares["stage1"] == 1.0
+    assert bound.student.samples == bound.teacher.samples == 10
+    assert bound.student.value_ms < bound.teacher.value_ms
+
+
 @torch.no_grad()
 def test_thresholds_change_without_retraining_and_the_runner_agrees(trained):
     task, student, workdir = trained

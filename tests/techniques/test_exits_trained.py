@@ -28,16 +28,21 @@ def trained(tmp_path_factory):
     return task, student.eval(), tmp_path_factory.mktemp("exits")
 
 
-def test_an_exit_taking_most_samples_lowers_mean_latency_at_the_same_accuracy(trained):
-    task, student, workdir = trained
+def measure(task, student, workdir, *, lower_bound: bool = False):
+    """The student against the teacher, as a trial times them (150 samples, 30 calls in 3 rounds)."""
     config = SearchConfig.from_mapping({"task": "digits", "latency_budget": "1x", "latency": {
         "warmup": 5, "repeats": 30, "rounds": 3, "exit_samples": 150}})
     context = TrialContext.create(config, task, None, workdir)
     try:
-        # The teacher is the same network without exits, timed in the same window on the same samples.
-        paired, shares = context.measure(student, workdir)
+        return context.measure(student, workdir, lower_bound=lower_bound)
     finally:
         context.close()
+
+
+def test_an_exit_taking_most_samples_lowers_mean_latency_at_the_same_accuracy(trained):
+    task, student, workdir = trained
+    # The teacher is the same network without exits, timed in the same window on the same samples.
+    paired, shares = measure(task, student, workdir)
     student_accuracy, teacher_accuracy = accuracy(student, task.val), accuracy(task.teacher, task.val)
     print(f"exits live: {student_accuracy:.2%} val, mean {paired.student.mean_ms:.3f} ms (p90 "
           f"{paired.student.p90_ms:.3f}) vs teacher {teacher_accuracy:.2%}, {paired.teacher.mean_ms:.3f} ms; "
@@ -50,13 +55,7 @@ def test_an_exit_taking_most_samples_lowers_mean_latency_at_the_same_accuracy(tr
 
 def test_a_lower_bound_is_timed_on_as_few_samples_as_a_fixed_measurement_makes_calls(trained):
     task, student, workdir = trained
-    config = SearchConfig.from_mapping({"task": "digits", "latency_budget": "1x", "latency": {
-        "warmup": 5, "repeats": 30, "rounds": 3, "exit_samples": 150}})
-    context = TrialContext.create(config, task, None, workdir)
-    try:
-        bound, shares = context.measure(student, workdir, lower_bound=True)
-    finally:
-        context.close()
+    bound, shares = measure(task, student, workdir, lower_bound=True)
     # Every sample leaves at the first exit, so each takes the same path: 30 / 3 samples, not 150.
     assert shares["stage1"] == 1.0
     assert bound.student.samples == bound.teacher.samples == 10

@@ -70,7 +70,7 @@ front = json.load(open(sys.argv[1]))
 trials = slimsearch.load(sys.argv[2]).trials
 done = trials[trials.state == "complete"]
 print(f"{len(done)} trials completed, front of {len(front)}; compile s per trial (median): "
-      f"{done.seconds_compile.median():.1f}; flagged (MACs fell, latency did not): {int((done.flags != '').sum())}")
+      f"{done.seconds_compile.median():.1f}; flagged (MACs fell, latency did not): {int((done['flags'] != '').sum())}")
 half = [r for r in front if r["candidate"]["choices"].get("precision", {}).get("dtype", "float32") != "float32"]
 for r in front:
     dtype = r["candidate"]["choices"].get("precision", {}).get("dtype", "float32")

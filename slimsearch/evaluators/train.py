@@ -140,20 +140,23 @@ def _all_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return exit_logits(x) if callable(exit_logits) else [model(x)]
 
 
-@torch.inference_mode()
 def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 256, device: str | None = None) -> torch.Tensor:
     """The model's logits for `inputs`, computed in eval mode on `device` (default: this process's
     compute device, evaluators/compute.py) in the precision it deploys in, returned on the CPU.
     `model` is left in eval mode on the device it was on."""
     device = device or compute_device()
     home = next(iter(model.parameters()), torch.empty(0)).device
+    # Moved outside inference mode: parameters moved inside it are inference tensors, and a model
+    # evaluated on a GPU (a teacher, a probed candidate) could never be trained again (the first
+    # CUDA search of scripts/gpu-check.sh stopped on it before its first trial).
     model.to(device).eval()
     try:
         runner = in_execution_dtype(model)
         chunks = []
-        for i in range(0, len(inputs), batch_size):
-            with gpu_work(device):
-                chunks.append(runner(inputs[i:i + batch_size].to(device)).float().cpu())
+        with torch.inference_mode():
+            for i in range(0, len(inputs), batch_size):
+                with gpu_work(device):
+                    chunks.append(runner(inputs[i:i + batch_size].to(device)).float().cpu())
         return torch.cat(chunks)
     finally:
         model.to(home)

@@ -132,3 +132,20 @@ def test_fine_tune_runs_on_the_gpu_with_autocast_and_leaves_the_model_there():
     fit(model, TensorDataset(inputs, labels), epochs=3, lr=5e-3, device="cuda", autocast=True)
     assert next(model.parameters()).device.type == "cuda"
     assert accuracy(model, TensorDataset(inputs, labels), device="cuda") > 0.8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_evaluated_on_the_gpu_trains_afterwards():
+    """Evaluating moves a CPU model to the GPU and back; the moved parameters must stay ordinary
+    tensors (not inference tensors), or the teacher a search evaluated first can never be fine-tuned."""
+    from torch.utils.data import TensorDataset
+
+    from slimsearch.evaluators.train import fit, predict_logits
+
+    inputs, labels = torch.randn(64, 1, 24, 24), torch.arange(64) % 2
+    model = ResidualCNN(in_channels=1, num_classes=2, widths=(8, 16))
+    predict_logits(model, inputs, device="cuda")
+    assert next(model.parameters()).device.type == "cpu"
+    assert not any(p.is_inference() for p in model.parameters())
+    fit(model, TensorDataset(inputs, labels), epochs=1, lr=1e-3, device="cuda")

@@ -79,3 +79,22 @@ def test_bad_names_are_refused():
         separable.apply(model, {"0": True})
     with pytest.raises(ValueError, match="not a linear layer"):
         lowrank.apply(model, {"nope": 0.5})
+
+
+def test_low_rank_knobs_offer_no_rank_one_each_rank_once_and_the_output_layer_half_its_outputs():
+    from slimsearch.config import SpaceConfig
+    from slimsearch.spaces.lowrank import LowRankFamily
+
+    def offered(model, ratios=(0.5, 0.25, 0.2, 0.125)):
+        knobs, untouched = LowRankFamily().discover(model, torch.zeros(1, 64), SpaceConfig(rank_ratios=ratios))
+        return {k.target: k.domain.options for k in knobs}, {u.target: u.reason for u in untouched}
+
+    # An inner 64 -> 10 layer: rank 1 at 0.125 is never offered, rank 2 (0.25 and 0.2) once.
+    knobs, _ = offered(nn.Sequential(nn.Linear(64, 10), nn.ReLU(), nn.Linear(10, 7)))
+    assert knobs["0"] == (1.0, 0.5, 0.25)
+    # The same layer as the model's output layer: only ranks of at least half its 10 outputs.
+    knobs, _ = offered(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))
+    assert knobs == {"1": (1.0, 0.5)}
+    # Every ratio asks a 64 -> 2 layer for rank 1: left whole, with the reason.
+    knobs, untouched = offered(nn.Sequential(nn.Linear(64, 2), nn.ReLU(), nn.Linear(2, 7)))
+    assert "0" not in knobs and "below 2" in untouched["0"]

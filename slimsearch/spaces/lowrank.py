@@ -35,7 +35,7 @@ class LowRankFamily(KnobFamily):
             layer = model.get_submodule(name)
             if not is_eligible(layer):
                 continue  # k x k convolutions are the separable family's; nothing to report here
-            least = OUTPUT_RANK_SHARE * shape_of(layer)[0] if name in outputs else MIN_RANK
+            least = OUTPUT_RANK_SHARE * shape_of(layer)[0] if name in outputs else 0  # rank_for keeps MIN_RANK
             offered = _one_ratio_per_rank(layer, ratios, least)
             if len(offered) == 1:
                 reason = (f"its outputs are the model's outputs: no rank in space.rank_ratios of at least "

@@ -40,9 +40,10 @@ def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[i
         return "-" if value is None or math.isnan(value) or math.isinf(value) else f"{value:.2f}x"
 
     budgets = " / ".join(f"{b:g}x" for b in BUDGETS.values())
+    int8 = f" ({environment['cpu_int8']})" if environment.get("cpu_int8") else ""
     lines = [
         f"Medians over seeds {', '.join(map(str, seeds))} (a best accuracy or speed-up: over the seeds that have "
-        f"a model there; '-': none has). Machine: {environment['cpu']}, {environment['cpu_count']} "
+        f"a model there; '-': none has). Machine: {environment['cpu']}{int8}, {environment['cpu_count']} "
         f"cores, {environment['runtime']} with {environment['threads']} thread(s), batch {environment['batch_size']}; "
         f"torch {environment['versions']['torch']}, onnxruntime {environment['versions']['onnxruntime']}, "
         f"optuna {environment['versions']['optuna']}. Command: `{command}`.",

@@ -134,6 +134,9 @@ def test_quantized_trials_are_scored_through_the_deployed_int8_form(run, tmp_pat
     assert row["torch_test_accuracy"] == chosen.user_attrs["torch_accuracy"]["test"]
     card = (tmp_path / "int8" / "MODEL_CARD.md").read_text()
     assert "the torch model as fine-tuned" in card and "torchscript ONNX exporter" in card
+    # Whether the CPU has VNNI decides how int8 kernels multiply (and how fast): the card says.
+    int8_kernels = run.environment.get("cpu_int8")
+    assert int8_kernels is None or f"int8 dot product: {int8_kernels}" in card
 
 
 def test_trial_that_was_never_fine_tuned_is_refused(run, tmp_path):

@@ -8,7 +8,8 @@ Built in three steps, so the runtime's own int8 kernels are what gets timed and 
    Runtime folds away at load time: the file is honestly half-size for them, the CPU computes in
    float (fp16 compute is a GPU matter);
 3. ONNX Runtime's `quantize_static` turns only the layers at 8 bits or fewer into QDQ int8
-   (per-channel symmetric weights, uint8 activations calibrated on training batches). ORT fuses
+   (per-channel symmetric weights in the reduced range -64..64 that the fake-quant grid uses,
+   see techniques/quantization.py; uint8 activations calibrated on training batches). ORT fuses
    each DequantizeLinear -> Conv -> QuantizeLinear into an int8 kernel. Layers below 8 bits run
    as int8 too: these runtimes have no faster kernels for them, so their gain is size, not speed.
 
@@ -200,7 +201,7 @@ def _quantize_int8(float_path: Path, out_path: Path, node_names: list[str], inpu
     with _quiet_root_logger():
         quantize_static(
             str(float_path), str(out_path), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=node_names,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True, nodes_to_quantize=node_names,
             calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external_data_file(float_path).exists(),
         )
 

@@ -208,7 +208,8 @@ def environment(env: dict[str, Any]) -> str:
     versions = env.get("versions") or {}
     rows = [
         ("machine", env.get("machine")), ("platform", env.get("platform")),
-        ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} logical cores)"), ("GPU", env.get("gpu") or "none used"),
+        ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} logical cores"
+                + (f", int8 dot product: {env['cpu_int8']})" if env.get("cpu_int8") else ")")), ("GPU", env.get("gpu") or "none used"),
         ("runtime", f"{env.get('runtime')} on {env.get('device')}"), ("batch size", env.get("batch_size")),
         ("threads", env.get("threads")), ("training on", env.get("training_device") or "cpu"),
         ("timing protocol", ", ".join(f"{key} {value}" for key, value in latency.items())),

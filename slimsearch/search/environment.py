@@ -9,15 +9,30 @@ from importlib import metadata
 from slimsearch.config import SearchConfig
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo (Linux), or None."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def _int8_dot_product() -> str | None:
+    """Which instruction x86 int8 kernels multiply with: VNNI, or (without it) VPMADDUBSW, whose
+    16-bit pair sums are why int8 weights use -64..64 (techniques/quantization.py) and which makes
+    int8 slower. None off x86 Linux."""
+    flags = set((_cpuinfo("flags") or "").split())
+    if "avx2" not in flags:
+        return None
+    return "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
 
 
 def _version(package: str) -> str | None:
@@ -41,6 +56,7 @@ def environment_info(config: SearchConfig) -> dict:
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_int8": _int8_dot_product(),
         "gpu": gpu,
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in ("slimsearch", "torch", "onnxruntime", "onnx", "optuna", "torch-pruning")},

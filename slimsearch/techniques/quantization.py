@@ -5,7 +5,11 @@ the original layer. Its forward computes with the weight as it will be deployed:
 - uniform, <= 8 bits: symmetric per-output-channel grid. Symmetric because int8 conv kernels
   (ONNX Runtime's QLinearConv) take per-channel weights only with zero point 0; per channel
   because the BatchNorm folded in at export scales each output channel, which maps a
-  per-channel grid onto a per-channel grid exactly.
+  per-channel grid onto a per-channel grid exactly. At 8 bits the grid is -64..64, not
+  -127..127 (ONNX Runtime's `reduce_range`): x86 CPUs without VNNI multiply uint8 inputs by
+  int8 weights in pairs summed into 16 bits (VPMADDUBSW), which saturates past 32767; with
+  full-range weights the digits teacher's deployed int8 model lost 5 points on such a CPU
+  (a 2-core AMD EPYC), 255 x 64 x 2 stays below the limit on every CPU.
 - kmeans, <= 8 bits: weight sharing (Deep Compression): 2^bits centroids and a fixed index per
   weight. The centroids are the trained parameters (their gradient is the sum over their
   weights, as in the paper); the indices are set once from the teacher's weights.
@@ -38,6 +42,15 @@ CLIP_RATIOS = torch.linspace(0.3, 1.0, 15)
 CLIP_CHUNK_ELEMENTS = 2**22
 
 
+# The 8-bit weight grid's largest level: see the module doc (ONNX Runtime's reduced int8 range).
+INT8_WEIGHT_QMAX = 64
+
+
+def weight_qmax(bits: int) -> int:
+    """The largest level of a symmetric `bits`-bit weight grid (levels -qmax..qmax)."""
+    return INT8_WEIGHT_QMAX if bits == INTEGER_BITS else 2 ** (bits - 1) - 1
+
+
 def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
     return x + (quantized - x).detach()
 
@@ -45,7 +58,7 @@ def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def channel_scales(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-output-channel step of a symmetric grid with levels -qmax..qmax."""
-    qmax = 2 ** (bits - 1) - 1
+    qmax = weight_qmax(bits)
     flat = weight.detach().flatten(1)
     peak = flat.abs().amax(dim=1).clamp_min(1e-12)
     if bits >= INTEGER_BITS:
@@ -64,7 +77,7 @@ def _grid_errors(flat: torch.Tensor, scales: torch.Tensor, qmax: int) -> torch.T
 
 
 def uniform_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    qmax = 2 ** (bits - 1) - 1
+    qmax = weight_qmax(bits)
     scale = channel_scales(weight, bits).view(-1, *[1] * (weight.dim() - 1))
     return _ste(weight, torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale)
 

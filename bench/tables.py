@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from slimsearch.config import SearchConfig
-from slimsearch.search.environment import environment_info
+from slimsearch.search.environment import environment_info, int8_kernels_note
 
 BUDGETS = {"tight": 0.25, "mid": 0.5, "loose": 0.75}  # as in search_quality.py
 COLUMNS = ["hypervolume", *(f"best_acc_{label}_budget" for label in BUDGETS), "speedup_at_1pt",
@@ -40,10 +40,9 @@ def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[i
         return "-" if value is None or math.isnan(value) or math.isinf(value) else f"{value:.2f}x"
 
     budgets = " / ".join(f"{b:g}x" for b in BUDGETS.values())
-    int8 = f" ({environment['cpu_int8']})" if environment.get("cpu_int8") else ""
     lines = [
         f"Medians over seeds {', '.join(map(str, seeds))} (a best accuracy or speed-up: over the seeds that have "
-        f"a model there; '-': none has). Machine: {environment['cpu']}{int8}, {environment['cpu_count']} "
+        f"a model there; '-': none has). Machine: {environment['cpu']}{int8_kernels_note(environment)}, {environment['cpu_count']} "
         f"cores, {environment['runtime']} with {environment['threads']} thread(s), batch {environment['batch_size']}; "
         f"torch {environment['versions']['torch']}, onnxruntime {environment['versions']['onnxruntime']}, "
         f"optuna {environment['versions']['optuna']}. Command: `{command}`.",

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from slimsearch.search.environment import int8_kernels_note
+
 # Characters Markdown would read as formatting, links or table cells when they appear in text.
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -68,11 +70,6 @@ def _percent(value) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def _int8_kernels(conditions: dict) -> str:
-    # Int8 latency depends on it: without VNNI, x86 int8 kernels multiply in 16-bit pairs, slower.
-    return f", int8 dot product: {md_text(conditions['cpu_int8'])}" if conditions.get("cpu_int8") else ""
-
-
 def _torch_model(card: dict[str, Any]) -> str:
     figures = card["accuracy"].get("torch_model")
     return f"; the torch model as fine-tuned: {_percent(figures.get('test'))}" if figures else ""
@@ -123,7 +120,7 @@ Compressed by slimsearch from the {md_code(teacher.get('name'))} teacher; fine-t
 
 Latency budget: {md_text(latency['budget'])}. Latency conditions: {md_text(conditions.get('runtime'))} on
 {md_text(conditions.get('device'))}, batch {conditions.get('batch_size')}, {conditions.get('threads')} thread(s),
-CPU {md_text(conditions.get('cpu'))} ({conditions.get('cpu_count')} cores{_int8_kernels(conditions)}); versions
+CPU {md_text(conditions.get('cpu'))} ({conditions.get('cpu_count')} cores{md_text(int8_kernels_note(conditions))}); versions
 {md_code(json.dumps(conditions.get('versions', {})))}.
 
 ## Knobs

@@ -13,6 +13,7 @@ import pandas as pd
 
 from slimsearch.evaluators.macs import FLAG_NOTES
 from slimsearch.reports.data import knob_lines
+from slimsearch.search.environment import int8_kernels_note
 
 CSS = """
 :root{--ink:#111827;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--card:#fff;--front:#2563eb;--ok:#16a34a;
@@ -208,8 +209,8 @@ def environment(env: dict[str, Any]) -> str:
     versions = env.get("versions") or {}
     rows = [
         ("machine", env.get("machine")), ("platform", env.get("platform")),
-        ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} logical cores"
-                + (f", int8 dot product: {env['cpu_int8']})" if env.get("cpu_int8") else ")")), ("GPU", env.get("gpu") or "none used"),
+        ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} logical cores{int8_kernels_note(env)})"),
+        ("GPU", env.get("gpu") or "none used"),
         ("runtime", f"{env.get('runtime')} on {env.get('device')}"), ("batch size", env.get("batch_size")),
         ("threads", env.get("threads")), ("training on", env.get("training_device") or "cpu"),
         ("timing protocol", ", ".join(f"{key} {value}" for key, value in latency.items())),

@@ -35,6 +35,12 @@ def _int8_dot_product() -> str | None:
     return "VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI"
 
 
+def int8_kernels_note(environment: dict) -> str:
+    """', int8 dot product: VNNI' (or 'no VNNI') for a machine description, '' where unknown:
+    int8 latency depends on it (without VNNI, x86 int8 kernels multiply in 16-bit pairs, slower)."""
+    return f", int8 dot product: {environment['cpu_int8']}" if environment.get("cpu_int8") else ""
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)

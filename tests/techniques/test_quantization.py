@@ -142,7 +142,7 @@ def test_packed_size_at_8_bits_is_a_quarter_and_int8_onnx_is_smaller(model, tmp_
 
 def test_int8_weights_leave_no_pair_of_products_that_saturates_an_x86_cpu_without_vnni(model, tmp_path):
     """Without VNNI, ONNX Runtime's x86 kernels sum pairs of uint8 x int8 products in 16 bits
-    (VPMADDUBSW), which clamps past 32767: weights within -64..64 keep 255 x 64 x 2 below that.
+    (VPMADDUBSW), which clamps past 32767: weights within -64..64 keep 255 x (64 + 64) below that.
     With full-range weights (127) the digits teacher's int8 model lost 5 points on such a CPU."""
     import onnx
     from onnx import numpy_helper
@@ -153,9 +153,6 @@ def test_int8_weights_leave_no_pair_of_products_that_saturates_an_x86_cpu_withou
     weights = [numpy_helper.to_array(init) for init in onnx.load(str(deployed)).graph.initializer
                if init.data_type == onnx.TensorProto.INT8 and len(init.dims) >= 2]
     assert weights and max(int(abs(w.astype(int)).max()) for w in weights) == 64
-    worst_pair = max(int((abs(w.reshape(len(w), -1).astype(int))[:, :w[0].size // 2 * 2]
-                          .reshape(len(w), -1, 2).sum(2)).max()) for w in weights)
-    assert 255 * worst_pair <= 32767
 
 
 def test_node_names_map_back_to_module_names():

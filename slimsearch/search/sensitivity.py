@@ -44,13 +44,17 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
     in order of what they tell the proposers (`probe_plan`), so a cut pass keeps the most useful.
     """
     from slimsearch.techniques import build_student
-    from slimsearch.techniques.quantization import calibrate
+    from slimsearch.techniques.quantization import calibrate, calibrate_one_layer, input_ranges
 
     started = time.perf_counter()
     val = _subset(task.search_val, PROBE_SAMPLES)  # the trials' validation data, or the first of it
     base = space.default_candidate().to_dict()["choices"]
     probes: dict[str, dict[str, dict[str, float]]] = {}
     plan = probe_plan(space)
+    # A quant probe quantizes one layer, so its activation range is the float teacher's, measured
+    # here once for every layer rather than by a calibration pass per probe.
+    ranges = input_ranges(task.teacher, task.calibration_inputs(),
+                          {knob.target for knob, _ in plan if knob.family == "quant"})
     done, failed = 0, []
     for knob, value in plan:
         if seconds is not None and time.perf_counter() - started > seconds:
@@ -59,7 +63,7 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
         done += 1
         try:
             student = build_student(candidate, task.teacher, task.example_input, settings)
-            if knob.family == "quant":
+            if knob.family == "quant" and not calibrate_one_layer(student, ranges):
                 calibrate(student, task.calibration_inputs())
             measured = accuracy(student, val, workers=task.loader_workers)
         except Exception as error:  # a user model may not take this change; its trials will say so

@@ -11,7 +11,7 @@ from slimsearch.spaces import Space
 from slimsearch.spaces.quant import decode_choice
 from slimsearch.tasks.models import ResidualCNN
 from slimsearch.techniques import build_student
-from slimsearch.techniques.quantization import calibrate, quantized_layers
+from slimsearch.techniques.quantization import calibrate, calibrate_one_layer, input_ranges, quantized_layers
 
 QUANT = SpaceConfig(families=("quant",))
 EXAMPLE = torch.randn(1, 1, 24, 24)
@@ -49,6 +49,24 @@ def test_choices_decode_and_reach_the_candidate_as_bit_widths(model):
     assert {"32-float", "16-float", "8-uniform", "8-kmeans", "2-kmeans"} <= set(space.knobs[0].domain.options)
     assert space.default_candidate().family("quant")["stem.0"] == "32-float"
     assert set(space.extreme_candidate().family("quant").values()) == {"2-uniform"}
+
+
+def test_one_quantized_layer_takes_the_range_its_own_calibration_pass_would_set(model):
+    space = Space.discover(model, EXAMPLE, QUANT)
+    inputs = torch.randn(200, 1, 24, 24, generator=torch.Generator().manual_seed(1))
+    layers = [knob.target for knob in space.knobs if knob.family == "quant"]
+    ranges = input_ranges(model, inputs, layers)
+    assert set(ranges) == set(layers)
+    for layer in layers:
+        candidate = space.candidate({f"quant:{layer}": "4-uniform"})
+        calibrated = calibrate(build_student(candidate, model, EXAMPLE, QUANT), inputs)
+        preset = build_student(candidate, model, EXAMPLE, QUANT)
+        assert calibrate_one_layer(preset, ranges)
+        (expected,), (got,) = quantized_layers(calibrated).values(), quantized_layers(preset).values()
+        assert (got.input_quant.low, got.input_quant.high) == (expected.input_quant.low, expected.input_quant.high)
+        assert torch.equal(preset(inputs[:8]), calibrated(inputs[:8]))  # the same modes too: no range moves
+    # Two quantized layers: the second one's input passes through the first, so it must be calibrated.
+    assert not calibrate_one_layer(build_student(everywhere(space, "4-uniform"), model, EXAMPLE, QUANT), ranges)
 
 
 def test_stage_granularity_ties_layers_of_one_resolution(model):

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/search_quality.py            # make bench: 3 tasks x 3 methods x 3 seeds
     .venv/bin/python bench/search_quality.py --quick    # make bench-quick: shorter runs, same tables
+    .venv/bin/python bench/search_quality.py --tables-only --provenance "Machine: ..., commit ..., commands ..."
+                                                        # redraw the tables from merged rows, saying where they ran
 
 For every task and seed, in this one process, four searches get the same wall time (the time
 budget counts from the start of each search, so teacher loading, the budget check and the
@@ -230,12 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--tables-only", action="store_true",
                         help="redo summary.md and summary.html from OUT/summary.csv without running searches")
+    parser.add_argument("--provenance", help="with --tables-only: where and how the rows were measured (machine, "
+                                             "commit, commands), said in summary.md instead of this machine's")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or ([0] if args.quick else list(SEEDS))
     if args.tables_only:
         summary = pd.read_csv(args.out / "summary.csv")
         anytime = pd.read_csv(args.out / "anytime.csv") if (args.out / "anytime.csv").exists() else None
-        write_tables(summary, anytime, args.out, sorted(summary["seed"].unique().tolist()), "make bench")
+        write_tables(summary, anytime, args.out, sorted(summary["seed"].unique().tolist()), "make bench",
+                     args.provenance)
         return 0
     from rich.console import Console
 

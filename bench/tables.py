@@ -32,7 +32,7 @@ def medians(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[int]) -> str:
+def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[int], provenance: str | None = None) -> str:
     def pct(value: float) -> str:
         return "-" if value is None or math.isnan(value) else f"{value:.1%}"
 
@@ -40,12 +40,15 @@ def markdown(table: pd.DataFrame, environment: dict, command: str, seeds: list[i
         return "-" if value is None or math.isnan(value) or math.isinf(value) else f"{value:.2f}x"
 
     budgets = " / ".join(f"{b:g}x" for b in BUDGETS.values())
-    lines = [
-        f"Medians over seeds {', '.join(map(str, seeds))} (a best accuracy or speed-up: over the seeds that have "
-        f"a model there; '-': none has). Machine: {environment['cpu']}{int8_kernels_note(environment)}, {environment['cpu_count']} "
+    # Tables redrawn from earlier runs (--tables-only) say where those ran: this machine may not be it.
+    where = provenance or (
+        f"Machine: {environment['cpu']}{int8_kernels_note(environment)}, {environment['cpu_count']} "
         f"cores, {environment['runtime']} with {environment['threads']} thread(s), batch {environment['batch_size']}; "
         f"torch {environment['versions']['torch']}, onnxruntime {environment['versions']['onnxruntime']}, "
-        f"optuna {environment['versions']['optuna']}. Command: `{command}`.",
+        f"optuna {environment['versions']['optuna']}. Command: `{command}`.")
+    lines = [
+        f"Medians over seeds {', '.join(map(str, seeds))} (a best accuracy or speed-up: over the seeds that have "
+        f"a model there; '-': none has). {where}",
         "",
         f"| task | method | hypervolume | vs hand | vs random | best acc at {budgets} | speed-up at ≤1 pt (vs hand) | "
         f"front from proposers | latency error | trials/h | overhead | longest over-budget trial |",
@@ -101,8 +104,9 @@ def write_html(summary: pd.DataFrame, curves: pd.DataFrame | None, path: Path) -
     path.write_text(f"<!doctype html><meta charset=utf-8><title>slimsearch bench</title>{body}", encoding="utf-8")
 
 
-def write_tables(summary: pd.DataFrame, curves: pd.DataFrame | None, out: Path, seeds: list[int], command: str) -> None:
-    text = markdown(medians(summary), environment_info(SearchConfig()), command, seeds)
+def write_tables(summary: pd.DataFrame, curves: pd.DataFrame | None, out: Path, seeds: list[int], command: str,
+                 provenance: str | None = None) -> None:
+    text = markdown(medians(summary), environment_info(SearchConfig()), command, seeds, provenance)
     (out / "summary.md").write_text(text, encoding="utf-8")
     write_html(summary, curves, out / "summary.html")
     print(text)

@@ -8,12 +8,17 @@ Channels that come in blocks (the input or output of a grouped, not depthwise, c
 a GroupNorm) are pruned alike in every block, as Torch-Pruning's own pruner does: a grouped
 conv's weight holds one block's inputs per output, so the blocks must stay the same size.
 A model whose graph Torch-Pruning cannot build (a channel shuffle's reshape, for one) offers
-no pruning knob, with the reason, instead of failing the search.
+no pruning knob, with the reason, instead of failing the search. Discovery builds the graph with
+the process's address space capped (`memory_capped`): on Swin V2 Torch-Pruning's index mappings
+grow until the machine runs out of memory (24 GB here, and the kernel killed the search), and
+under the cap that is a MemoryError, reported as the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -84,7 +89,8 @@ class PruneFamily(KnobFamily):
         stages = stage_names(calls)
         names = {module: name for name, module in model.named_modules()}
         try:
-            _, groups = dependency_groups(model, example_input, [call.module for call in heads])
+            with memory_capped(GRAPH_MEMORY_SHARE):
+                _, groups = dependency_groups(model, example_input, [call.module for call in heads])
         except Exception as error:  # Torch-Pruning follows channels through every op, or through none
             return [], [Untouched(self.name, "*", f"Torch-Pruning cannot build this model's dependency graph "
                                                   f"({_describe(error)}); no layer can be pruned")]
@@ -106,6 +112,52 @@ class PruneFamily(KnobFamily):
             knobs.append(Knob(self.name, name, domain, default=0.0, extreme=settings.max_prune_ratio,
                               stage=stages.get(name, "head")))
         return knobs, untouched
+
+
+# The share of the memory available at discovery that building the dependency graph may take.
+# The graph of the largest model swept (vit_h_14, 2.5 GB of weights) needs far less: its forward
+# pass at batch 1 and the graph's bookkeeping.
+GRAPH_MEMORY_SHARE = 0.5
+
+
+@contextlib.contextmanager
+def memory_capped(share: float):
+    """Inside the block the process may grow its address space by at most `share` of the memory
+    available now; past that, allocations fail with MemoryError instead of the machine running
+    out. Linux only (elsewhere, and when a tighter limit is already set, no cap)."""
+    try:
+        import resource
+
+        grow = int(share * _available_bytes())
+        current = _address_space_bytes()
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    cap = current + grow if hard == resource.RLIM_INFINITY else min(current + grow, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _available_bytes() -> int:
+    """MemAvailable: what can be allocated without swapping (Linux's /proc/meminfo)."""
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no MemAvailable in /proc/meminfo")
+
+
+def _address_space_bytes() -> int:
+    """The process's virtual size, the figure RLIMIT_AS bounds (CUDA builds of torch map several GB unused)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _describe(error: BaseException) -> str:

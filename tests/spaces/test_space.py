@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,3 +53,17 @@ def test_default_candidate_keeps_the_teacher_and_extreme_is_smallest(model):
     assert count(default) == count(model)
     assert count(extreme) < count(model) / 4
     assert space.signature() == Space.discover(model, EXAMPLE).signature()
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="the cap reads Linux's /proc")
+def test_memory_capped_turns_running_out_into_a_memory_error_and_lifts_the_cap_after():
+    import resource
+
+    from slimsearch.spaces.pruning import _available_bytes, memory_capped
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with pytest.raises(MemoryError):
+        with memory_capped(256 * 2**20 / _available_bytes()):  # 256 MiB more at most
+            bytearray(2 * 2**30)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    assert len(bytearray(2**30)) == 2**30  # a gigabyte again, outside the block

@@ -34,8 +34,9 @@ PROBE_RATIOS = (0.5, 0.8)
 PRIORS_VERSION = 3  # bump when what the priors hold, or how they are measured, changes
 # A time-bounded search spends at most this share of its time on the priors, the sensitivity
 # pass at most SENSITIVITY_SHARE of that; the latency probes have the rest. (On resnet18 at the
-# bench's budget: about 30 s of sensitivity, then 30 s of latency probes, the 11-12 structured
-# ones and 6-7 random ones; on digits and mnist1d all 28, in about 21 s and 10 s.)
+# bench's budget, 2026-12-05: all 75 sensitivity probes in about 15 s (cut short at 32 s before
+# its quant probes shared one calibration pass), then all 28 latency probes in about 32 s; on
+# mnist1d the sensitivity pass takes under 2 s and the latency probes about 7 s.)
 PRIORS_SHARE = 0.3
 SENSITIVITY_SHARE = 0.5
 # Random genomes timed after the structured probes. The structured ones change one family

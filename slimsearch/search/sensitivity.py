@@ -51,10 +51,9 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
     base = space.default_candidate().to_dict()["choices"]
     probes: dict[str, dict[str, dict[str, float]]] = {}
     plan = probe_plan(space)
-    # A quant probe quantizes one layer, so its activation range is the float teacher's, measured
-    # here once for every layer rather than by a calibration pass per probe.
-    ranges = input_ranges(task.teacher, task.calibration_inputs(),
-                          {knob.target for knob, _ in plan if knob.family == "quant"})
+    # A quant probe quantizes one layer, so its activation range is the float teacher's: measured
+    # once for every layer, at the first quant probe, rather than by a calibration pass per probe.
+    ranges = None
     done, failed = 0, []
     for knob, value in plan:
         if seconds is not None and time.perf_counter() - started > seconds:
@@ -63,8 +62,12 @@ def layer_sensitivity(space: Space, task: Task, settings: SpaceConfig, *, second
         done += 1
         try:
             student = build_student(candidate, task.teacher, task.example_input, settings)
-            if knob.family == "quant" and not calibrate_one_layer(student, ranges):
-                calibrate(student, task.calibration_inputs())
+            if knob.family == "quant":
+                if ranges is None:
+                    ranges = input_ranges(task.teacher, task.calibration_inputs(),
+                                          {k.target for k, _ in plan if k.family == "quant"})
+                if not calibrate_one_layer(student, ranges):
+                    calibrate(student, task.calibration_inputs())
             measured = accuracy(student, val, workers=task.loader_workers)
         except Exception as error:  # a user model may not take this change; its trials will say so
             failed.append(f"{knob.family} {knob.target} at {value_key(value)}: {type(error).__name__}: {error}"[:300])

@@ -265,17 +265,19 @@ def input_ranges(model: nn.Module, inputs: torch.Tensor, layer_names, *, batches
     called more than once per forward is left out: its later calls may read its own quantized output.
     """
     modules = dict(model.named_modules())
-    seen: dict[str, list] = {}  # name -> [low, high, calls]
+    # The observers `calibrate` reads, fed from hooks: the same min / max over the same batches.
+    observers = {name: ActivationQuant() for name in layer_names if name in modules}
+    calls = dict.fromkeys(observers, 0)
+    for observer in observers.values():
+        observer.calibrating = True
 
     def observe(name):
         def hook(_module, args):
-            x = args[0].detach()
-            entry = seen.setdefault(name, [x.min(), x.max(), 0])
-            entry[0], entry[1] = torch.minimum(entry[0], x.min()), torch.maximum(entry[1], x.max())
-            entry[2] += 1
+            observers[name](args[0])
+            calls[name] += 1
         return hook
 
-    handles = [modules[name].register_forward_pre_hook(observe(name)) for name in layer_names if name in modules]
+    handles = [modules[name].register_forward_pre_hook(observe(name)) for name in observers]
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     batches_run = 0
@@ -287,7 +289,8 @@ def input_ranges(model: nn.Module, inputs: torch.Tensor, layer_names, *, batches
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {name: (low, high) for name, (low, high, calls) in seen.items() if calls == batches_run}
+    return {name: (observer.low, observer.high) for name, observer in observers.items()
+            if calls[name] == batches_run}
 
 
 def calibrate_one_layer(model: nn.Module, ranges: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> bool:

@@ -5,7 +5,7 @@ import pytest
 
 from slimsearch.config import SpaceConfig
 from slimsearch.search.pareto import hypervolume, hypervolume_improvements
-from slimsearch.search.predictors import (AccuracyPredictor, Damage, ExitShares, LatencyObservation,
+from slimsearch.search.predictors import (FAILED_LOSS, AccuracyPredictor, Damage, ExitShares, LatencyObservation,
                                           LatencyPredictor, TrialSeconds, first_exit_shares)
 from slimsearch.spaces import Space
 from slimsearch.spaces.genome import Genome
@@ -122,9 +122,41 @@ def test_accuracy_falls_as_damage_grows_and_the_fit_follows_the_trials(layout):
         rows[i, encoding.columns("prune")] = ratio
     predicted = predictor.predict(rows)
     assert np.all(np.diff(predicted) < 0) and predicted[0] == pytest.approx(0.99)
-    measured = np.array([0.99, 0.985, 0.97, 0.9, 0.6])
+    measured = np.array([0.99, 0.98, 0.95, 0.85, 0.3])  # a task harder to prune than the prior's
     fitted = AccuracyPredictor(damage, 0.99).fit(rows, measured).predict(rows)
-    assert np.abs(fitted - measured).mean() < np.abs(predicted - measured).mean()
+    # The last lost more than FAILED_LOSS: the fit learns that it failed, not by how much.
+    assert np.abs(fitted - measured)[:4].mean() < np.abs(predicted - measured)[:4].mean()
+    assert fitted[-1] < 0.99 * (1 - FAILED_LOSS) + 0.01
+
+
+def test_how_far_a_failure_fell_does_not_move_the_fit(layout):
+    encoding = layout.encoding
+    rows = np.repeat(encoding.default[None, :], 4, axis=0)
+    for i, ratio in enumerate([0.2, 0.4, 0.5, 0.6]):
+        rows[i, encoding.columns("prune")] = ratio
+    damage = Damage(layout, {"teacher_accuracy": 0.99})
+    near_chance = AccuracyPredictor(damage, 0.99).fit(rows, np.array([0.99, 0.985, 0.98, 0.1]))
+    just_failed = AccuracyPredictor(damage, 0.99).fit(rows, np.array([0.99, 0.985, 0.98, 0.7]))
+    assert near_chance.coefficients == pytest.approx(just_failed.coefficients)
+    counted_in_full = AccuracyPredictor(damage, 0.99).fit(rows, np.array([0.99, 0.985, 0.98, 0.8]))
+    assert counted_in_full.coefficients[0] < just_failed.coefficients[0]
+
+
+def test_one_sensitive_group_does_not_make_uniform_pruning_look_worse(layout):
+    encoding = layout.encoding
+    groups = [encoding.knobs[c].target for c in encoding.columns("prune")]
+    flat = Damage(layout, {"teacher_accuracy": 0.99, "probes": {"prune": {g: {"0.5": 0.5} for g in groups}}})
+    skewed = Damage(layout, {"teacher_accuracy": 0.99, "probes": {"prune": {
+        g: {"0.5": 0.1 if i == 0 else 0.9} for i, g in enumerate(groups)}}})  # accuracies: the first group hurts most
+    uniform = encoding.default.copy()
+    uniform[encoding.columns("prune")] = 0.7
+    (skewed_mean, skewed_peak), (flat_mean, flat_peak) = (d.features(uniform[None, :])[0, :2] for d in (skewed, flat))
+    assert skewed_peak <= flat_peak + 1e-9 and skewed_mean == pytest.approx(flat_mean, rel=0.05)  # groups round differently
+    # Cut hard where the probes said it hurts most, the same pruning costs more than where it hurts least.
+    sensitive, insensitive = encoding.default.copy(), encoding.default.copy()
+    sensitive[encoding.columns("prune")[0]] = 0.8
+    insensitive[encoding.columns("prune")[1]] = 0.8
+    assert skewed.features(sensitive[None, :])[0, 0] > skewed.features(insensitive[None, :])[0, 0]
 
 
 def test_a_measured_miss_carries_over_to_near_twins_and_fades_far_away(layout):

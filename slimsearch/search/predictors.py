@@ -6,7 +6,8 @@ of candidates in milliseconds; neither ever replaces a measurement on the front.
 - `LatencyPredictor`: the latency ratio to the teacher (timed in the same window) as a
   non-negative linear function of the candidate's cost features (spaces/layout.py: dense float
   and int8 multiply-accumulates, depthwise work, op counts, activations, int8 inputs, exit
-  segments), fitted by non-negative least squares to every latency the search has measured
+  segments) and of its weight bytes beyond a cache size the fit picks (`CACHE_BYTES`), fitted
+  by non-negative least squares to every latency the search has measured
   (the priors' probes, each trial's first measurement, each fine-tuned trial's final one). An
   early-exit model's latency is the mean over its paths (leaving at each live exit, or running
   to the end), weighted by the share of samples taking each; shares come from the exit models
@@ -42,6 +43,15 @@ EXIT_LEAVE_PRIOR = 0.5
 EXIT_PRIOR_COUNT = 2.0  # pseudo-observations behind that prior
 # The factor on an early-exit model's predicted latency, searched over this grid (see `fit`).
 EXIT_FACTORS = np.round(np.arange(0.5, 1.201, 0.025), 3)
+# Weights that do not fit in the cache are read from memory on every run, weights that fit are
+# not: on resnet18 at batch 1 (45 MB of float weights) latency fell with the weight bytes down to
+# about 2 MB, then stopped (pruning the widest stage further, 0.8 -> 0.9, measured 0.058x the
+# teacher against 0.059x), where a cost linear in the bytes predicted 27% less. So one feature is
+# the bytes beyond a cache size, picked from this grid (128 KiB to 64 MiB) by the fit.
+CACHE_BYTES = tuple(2 ** power for power in range(17, 27))
+INT8_BYTES, FLOAT_BYTES = 1, 4
+# What the latency is fitted on: the layout's cost features, then the weight bytes beyond the cache.
+FIT_FEATURES = (*LATENCY_FEATURES, "weights_beyond_cache")
 # Ridge pull of the trial-time model towards a flat cost, in units of one trial (TrialSeconds).
 SECONDS_PRIOR_WEIGHT = 0.1
 ACCURACY_FAMILIES = ("prune", "prune_peak", "quant", "separable", "lowrank", "exits")
@@ -142,11 +152,13 @@ class LatencyPredictor:
         self._scale[LATENCY_FEATURES.index("weights_int8")] = self._scale[LATENCY_FEATURES.index("weights_float")]
         depthwise = LATENCY_FEATURES.index("macs_depthwise")
         self._scale[depthwise] = self._scale[LATENCY_FEATURES.index("macs_float")] / 10
+        self._teacher_weight_bytes = max(self._weight_bytes(layout.teacher["paths"][0, -1]), 1.0)
         self.prior = self._prior_weights()
         self.weights = self.prior.copy()
         self.exit_shares = ExitShares(layout)
         self.kernel = ResidualKernel()
         self.exit_factor = 1.0
+        self.cache_bytes = CACHE_BYTES[0]  # moot until fitted: the prior puts nothing on the bytes beyond it
         self.observations = 0
 
     def _prior_weights(self) -> np.ndarray:
@@ -156,20 +168,29 @@ class LatencyPredictor:
         would make every single layer's step from float to int8 look slower, and the budgeted
         allocation, which walks one layer at a time, would never quantize; the priors' alternating
         probe prices them."""
-        prior = np.zeros(len(LATENCY_FEATURES))
+        prior = np.zeros(len(FIT_FEATURES))
         for name, weight in (("graph", 0.02), ("macs_float", 0.85), ("macs_int8", 0.45), ("macs_depthwise", 0.85),
                              ("ops_float", 0.05), ("ops_int8", 0.08), ("activations", 0.08), ("int8_inputs", 0.05),
                              ("segments", 0.02)):
-            prior[LATENCY_FEATURES.index(name)] = weight
+            prior[FIT_FEATURES.index(name)] = weight
         return prior
 
-    def design(self, rows: np.ndarray, shares: np.ndarray | None = None, *, features: dict | None = None) -> np.ndarray:
-        """Share-weighted path features in teacher units, one row per candidate (`features`:
-        the layout's features of `rows`, when the caller has them already)."""
+    @staticmethod
+    def _weight_bytes(paths: np.ndarray) -> np.ndarray:
+        return (FLOAT_BYTES * paths[..., LATENCY_FEATURES.index("weights_float")]
+                + INT8_BYTES * paths[..., LATENCY_FEATURES.index("weights_int8")])
+
+    def design(self, rows: np.ndarray, shares: np.ndarray | None = None, *, features: dict | None = None,
+               cache_bytes: float | None = None) -> np.ndarray:
+        """Share-weighted path features (FIT_FEATURES) in teacher units, one row per candidate
+        (`features`: the layout's features of `rows`, when the caller has them already)."""
         features = features if features is not None else self.layout.features(rows)
         if shares is None:
             shares = self.exit_shares.predict(rows)
-        return np.einsum("np,npf->nf", shares, features["paths"] / self._scale)
+        cache_bytes = self.cache_bytes if cache_bytes is None else cache_bytes
+        beyond = np.maximum(0.0, self._weight_bytes(features["paths"]) - cache_bytes) / self._teacher_weight_bytes
+        paths = np.concatenate([features["paths"] / self._scale, beyond[:, :, None]], axis=2)
+        return np.einsum("np,npf->nf", shares, paths)
 
     def fit(self, observations: Sequence[LatencyObservation]) -> LatencyPredictor:
         from scipy.optimize import nnls
@@ -188,7 +209,6 @@ class LatencyPredictor:
         for index, observation in enumerate(observations):
             if observation.shares is not None:
                 shares[index] = observation.shares
-        design = self.design(rows, shares, features=features)
         targets = np.array([o.ratio for o in observations])
         exits = features["exit_on"].any(axis=1)
         # Relative errors matter (a 10% miss is as bad at 0.1x as at 1x): weight rows by 1 / target.
@@ -200,14 +220,21 @@ class LatencyPredictor:
         # cost in one graph: on resnet18 at 32 x 32 the exit after the last stage, float, measured
         # 0.74x the teacher, although it runs every layer. One factor on their predictions, the
         # best of a grid (1 while no exit model was measured), lets the weights fit the rest.
-        best = None
-        for factor in (EXIT_FACTORS if exits.any() else [1.0]):
-            scaled = design * np.where(exits, factor, 1.0)[:, None]
-            matrix = np.vstack([scaled * weight[:, None], prior_rows])
-            weights, residual = nnls(matrix, vector, maxiter=50 * len(self.prior))
-            if best is None or residual < best[0] - 1e-12:
-                best = (residual, float(factor), weights, scaled)
-        _, self.exit_factor, self.weights, design = best
+        # The cache size too is the best of its grid (sizes that leave the same bytes beyond
+        # them on every measured model fit alike: the first stands for them).
+        best, seen = None, []
+        for cache_bytes in CACHE_BYTES:
+            design = self.design(rows, shares, features=features, cache_bytes=cache_bytes)
+            if any(np.array_equal(design[:, -1], beyond) for beyond in seen):
+                continue
+            seen.append(design[:, -1])
+            for factor in (EXIT_FACTORS if exits.any() else [1.0]):
+                scaled = design * np.where(exits, factor, 1.0)[:, None]
+                matrix = np.vstack([scaled * weight[:, None], prior_rows])
+                weights, residual = nnls(matrix, vector, maxiter=50 * len(self.prior))
+                if best is None or residual < best[0] - 1e-12:
+                    best = (residual, float(factor), weights, scaled, cache_bytes)
+        _, self.exit_factor, self.weights, design, self.cache_bytes = best
         self.observations = len(observations)
         fitted = np.maximum(design @ self.weights, 1e-6)
         self.kernel = ResidualKernel().fit(design, np.log(np.maximum(targets, 1e-6) / fitted))

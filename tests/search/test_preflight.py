@@ -8,6 +8,7 @@ prune alone meet it.
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -64,14 +65,19 @@ def test_a_budget_pruning_meets_is_not_refused_because_the_most_compressed_candi
     assert candidates["the most compressed candidate"] == space.extreme_candidate()
     pruned = candidates["prune alone at its extreme"]
     assert set(pruned.family("prune").values()) == {0.9} and set(pruned.family("lowrank").values()) == {1.0}
-    extreme, alone = _measure(context, space.extreme_candidate()), _measure(context, pruned)
-    extreme_ratio, pruned_ratio = extreme.student.value_ms / extreme.teacher.value_ms, alone.speedup ** -1
+    # Three windows each, the median ratio: on a noisy 2-core machine one window put pruning alone at
+    # 0.84 of the extreme candidate, where it measures 0.58-0.63 (its chain of tiny layers is half
+    # the extreme's, which factorises every one of them into two).
+    extremes = [_measure(context, space.extreme_candidate()) for _ in range(3)]
+    alone = [_measure(context, pruned) for _ in range(3)]
+    extreme_ratio = float(np.median([m.student.value_ms / m.teacher.value_ms for m in extremes]))
+    pruned_ratio = float(np.median([m.speedup ** -1 for m in alone]))
     assert pruned_ratio < 0.8 * extreme_ratio, (pruned_ratio, extreme_ratio)  # the model does what it is built for
     budget = f"{(pruned_ratio + extreme_ratio) / 2:.3f}x"
     teacher = preflight(_with_budget(context, budget), Console(quiet=True))
     timed = teacher["preflight_timed"]
     assert timed[0]["candidate"] == "the most compressed candidate" and len(timed) >= 2
-    assert teacher["fastest_candidate_latency_ms"] < extreme.student.value_ms
+    assert min(row["latency_ms"] / row["teacher_latency_ms"] for row in timed) < extreme_ratio
 
 
 def test_a_budget_below_every_timed_candidate_is_refused_naming_the_fastest(context):

@@ -52,8 +52,14 @@ CACHE_BYTES = tuple(2 ** power for power in range(17, 27))
 INT8_BYTES, FLOAT_BYTES = 1, 4
 # What the latency is fitted on: the layout's cost features, then the weight bytes beyond the cache.
 FIT_FEATURES = (*LATENCY_FEATURES, "weights_beyond_cache")
-# Ridge pull of the trial-time model towards a flat cost, in units of one trial (TrialSeconds).
+# Ridge pull of the trial-time model towards its prior shape, in units of one trial (TrialSeconds).
 SECONDS_PRIOR_WEIGHT = 0.1
+# That shape, on TrialSeconds.design's columns (a constant, float work, integer work, rounded
+# tensors): what a trial costs before any was timed, up to a scale. Fake quantization makes integer
+# work about twice as dear to fine-tune as float work (digits, pruned by half: 4.4 s int8, 2.5 s
+# float; resnet18: full-width 2-4 bit models 33-44 s, pruned float ones 4-18 s), and the fixed part
+# (build, latency, evaluation) is about what the teacher's float work costs.
+SECONDS_PRIOR_SHAPE = (1.0, 1.5, 3.0, 0.0)
 ACCURACY_FAMILIES = ("prune", "prune_peak", "quant", "separable", "lowrank", "exits")
 
 
@@ -255,10 +261,12 @@ class TrialSeconds:
     linear function of the work it trains: float and depthwise multiply-accumulates, the integer
     layers' (fake quantization makes them dearer: on digits an int8 model pruned by half
     fine-tuned in 4.4 s, the same model in float in 2.5 s), and the tensors fake quantization
-    rounds. Fitted to the finished trials, its slopes pulled towards nothing (every candidate
-    costing the median trial) by SECONDS_PRIOR_WEIGHT, so a few trials only tilt it. Proposers
-    divide what a candidate is expected to add by its predicted seconds: a time-bounded search
-    gains most per second spent."""
+    rounds. Before any trial was timed it predicts SECONDS_PRIOR_SHAPE; fitted to the finished
+    trials, its weights are pulled towards that shape scaled to their median by SECONDS_PRIOR_WEIGHT,
+    so a few trials only tilt it. (A flat prior let a search without a warm start open with
+    full-width 2-bit allocations, 2-3x dearer than a pruned float model on resnet18, because every
+    candidate looked equally dear.) Proposers divide what a candidate is expected to add by its
+    predicted seconds: a time-bounded search gains most per second spent."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
@@ -267,7 +275,7 @@ class TrialSeconds:
         self._index = index
         self._macs = max(float(teacher[index["macs_float"]] + teacher[index["macs_depthwise"]]), 1.0)
         self._tensors = max(float(teacher[index["weights_float"]] + teacher[index["activations"]]), 1.0)
-        self.weights: np.ndarray | None = None  # None: unfitted, every candidate costs the same
+        self.weights = np.array(SECONDS_PRIOR_SHAPE)  # unfitted: only the ratios between candidates count
         self._least = 1e-3  # the floor of a prediction (a fifth of the quickest trial, once fitted)
 
     def design(self, rows: np.ndarray) -> np.ndarray:
@@ -283,21 +291,19 @@ class TrialSeconds:
         from scipy.optimize import nnls
 
         seconds = np.asarray(seconds, dtype=float)
+        shape = np.array(SECONDS_PRIOR_SHAPE)
         if len(seconds) == 0:
-            self.weights = None
+            self.weights, self._least = shape, 1e-3
             return self
-        prior = np.array([float(np.median(seconds)), 0.0, 0.0, 0.0])
+        design = self.design(rows)
+        prior = shape * float(np.median(seconds)) / max(float(np.median(design @ shape)), 1e-9)
         penalty = np.sqrt(SECONDS_PRIOR_WEIGHT) * np.eye(len(prior))
-        matrix = np.vstack([self.design(rows), penalty])
-        self.weights, _ = nnls(matrix, np.concatenate([seconds, penalty @ prior]))
+        self.weights, _ = nnls(np.vstack([design, penalty]), np.concatenate([seconds, penalty @ prior]))
         self._least = 0.2 * float(np.min(seconds))
         return self
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Predicted seconds per row (all ones while unfitted: only the ratios between candidates count)."""
-        rows = np.atleast_2d(rows)
-        if self.weights is None:
-            return np.ones(len(rows))
+        """Predicted seconds per row."""
         return np.maximum(self.design(rows) @ self.weights, self._least)
 
 

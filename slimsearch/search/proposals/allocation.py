@@ -12,7 +12,8 @@ knapsack; the predictors (search/predictors.py) supply both sides of every ratio
 
 Each call walks from the teacher to TARGETS (fractions of the latency budget) and from each of the
 front's fastest accurate models to BEYOND_FRONT (fractions of its own latency), with every floor,
-and proposes the allocation predicted to add the most hypervolume to the front per second of its
+and once more keeping the start's bit widths (pruning and float substitutions only, no size
+phase: the cheapest models to fine-tune, which fake quantization is not), and proposes the allocation predicted to add the most hypervolume to the front per second of its
 trial (Knowledge.best_per_second), inside the trust region (search/proposals/trust.py); none already
 in the study, no aim (start, target, floor) an allocation trial already took, and nothing when
 no allocation is worth a trial (Knowledge.worth_a_trial). So the targets move with the front.
@@ -37,6 +38,11 @@ BEYOND_FRONT = (1.0, 0.85, 0.7)
 FRONT_STARTS = 4  # the front's fastest accurate models walked on from
 FROM_TEACHER = -1  # the start of a walk from the teacher, as trials record it
 FLOORS = (4, 2)  # the lowest width the size phase may give a layer: a cautious and a bold variant
+# The variant that lowers no bit width, as its aims record it. Without a warm start every walk
+# used to end in the size phase: resnet18's first allocations were full-width models at 2-4 bits,
+# accurate but 4.4-5.5x faster where the grid's pruned float ones reached 10x and more, and 33-44 s
+# a trial to fine-tune against 4-18 s.
+PRECISION_KEPT = 32
 PRUNE_STEP = 0.05  # the ratio grid when a knob has none of its own
 SIZE_STEP_TOLERANCE = 0.002  # predicted accuracy one bit-width step may cost in the size phase
 MAX_STEPS = 400
@@ -67,18 +73,22 @@ class AllocationProposer(Proposer):
         for record in self._front_starts(history):
             start_ratio = float(knowledge.predict(record.row[None, :]).latency_ratio[0])
             walks.append((record.number, record.row, [start_ratio * fraction for fraction in BEYOND_FRONT]))
+        variants = [(True, floors)]
+        if floors != [None]:  # a space with bit widths to lower: walks that lower none as well
+            variants.append((False, [PRECISION_KEPT]))
         fast_rows, aims = [], []
         for start, row, targets in walks:
             targets = [t for t in dict.fromkeys(targets) if t >= region.latency_floor]
-            for target, fast in self._speed_path(row, targets, region.limits).items():
-                for floor in floors:
-                    if not _aimed_at(start, target, floor, history):
-                        fast_rows.append(fast)
-                        aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
+            for precision, variant_floors in variants:
+                for target, fast in self._speed_path(row, targets, region.limits, precision=precision).items():
+                    for floor in variant_floors:
+                        if not _aimed_at(start, target, floor, history):
+                            fast_rows.append(fast)
+                            aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
         # The size phase is most of the cost: only for aims that could add something even if it
         # took every layer down to the floor at no loss.
         promising = self._promising(fast_rows, [aim["floor"] for aim in aims], history, rng)
-        rows = [self._shrink(fast_rows[i], int(aims[i]["floor"]) or None, region.size_floor, region.limits)
+        rows = [self._shrink(fast_rows[i], _size_phase_floor(aims[i]["floor"]), region.size_floor, region.limits)
                 for i in promising]
         aims = [aims[i] for i in promising]
         if not rows:
@@ -110,7 +120,7 @@ class AllocationProposer(Proposer):
             return []
         knowledge = self.knowledge
         now = knowledge.predict(np.array(rows))
-        smallest = knowledge.predict(np.array([self._at_floor(row, int(floor) or None) for row, floor in zip(rows, floors)]))
+        smallest = knowledge.predict(np.array([self._at_floor(row, _size_phase_floor(floor)) for row, floor in zip(rows, floors)]))
         points = knowledge.objectives(now.accuracy, now.latency_ratio, np.minimum(smallest.size_bytes, now.size_bytes))
         return list(np.nonzero(knowledge.worth_a_trial(knowledge.expected_gains(history, points, rng)))[0])
 
@@ -142,9 +152,11 @@ class AllocationProposer(Proposer):
         front = [accurate[i] for i in pareto_indices(points.tolist(), ("minimize",) * 3)]
         return sorted(front, key=lambda r: r.latency_ratio)[:FRONT_STARTS]
 
-    def _speed_path(self, start: np.ndarray, targets: list[float], limits: Limits | None = None) -> dict[float, np.ndarray]:
+    def _speed_path(self, start: np.ndarray, targets: list[float], limits: Limits | None = None, *,
+                    precision: bool = True) -> dict[float, np.ndarray]:
         """One greedy walk from `start`, the row where it first meets each target (targets it
-        cannot reach are left out): every target's allocation from a single pass."""
+        cannot reach are left out): every target's allocation from a single pass. `precision`:
+        whether the walk may take layers to int8."""
         knowledge = self.knowledge
         row = start.copy()
         pending = sorted(set(targets), reverse=True)
@@ -156,7 +168,7 @@ class AllocationProposer(Proposer):
                 reached[pending.pop(0)] = row.copy()
             if not pending:
                 break
-            moves = self._within(self._moves(row, speed=True, floor=None), limits)
+            moves = self._within(self._moves(row, speed=True, floor=None, precision=precision), limits)
             if len(moves) == 0:
                 break
             predicted = knowledge.predict(moves)
@@ -200,7 +212,7 @@ class AllocationProposer(Proposer):
             return moves
         return moves[self.knowledge.levels.within(moves, limits)]
 
-    def _moves(self, row: np.ndarray, *, speed: bool, floor: int | None) -> np.ndarray:
+    def _moves(self, row: np.ndarray, *, speed: bool, floor: int | None, precision: bool = True) -> np.ndarray:
         """Every single-knob step from `row`: for speed, pruning, int8, separable and low rank; for
         size, bit widths below 8 down to `floor`."""
         encoding = self.knowledge.encoding
@@ -224,7 +236,7 @@ class AllocationProposer(Proposer):
         for column in encoding.columns("quant"):
             options = knobs[column].domain.options
             bits, _ = decode_choice(options[int(row[column])])
-            if speed and bits > INTEGER_BITS and "8-uniform" in options:
+            if speed and precision and bits > INTEGER_BITS and "8-uniform" in options:
                 moves.append(_with(row, column, options.index("8-uniform")))
             if not speed and floor is not None:
                 lower = [b for b in (INTEGER_BITS, 4, 2) if floor <= b < bits and f"{b}-uniform" in options]
@@ -251,6 +263,12 @@ class AllocationProposer(Proposer):
     def _widths(self) -> set[int]:
         knobs = self.knowledge.encoding.knobs
         return {decode_choice(o)[0] for c in self.knowledge.encoding.columns("quant") for o in knobs[c].domain.options}
+
+
+def _size_phase_floor(aim_floor: float) -> int | None:
+    """The size phase's floor for an aim's recorded floor (None: no size phase)."""
+    floor = int(aim_floor)
+    return None if floor in (0, PRECISION_KEPT) else floor
 
 
 def _aimed_at(start: int, target: float, floor: int | None, history: History) -> bool:

@@ -6,8 +6,8 @@ import optuna
 import pytest
 
 from slimsearch.config import SearchConfig
-from slimsearch.search.origins import (ALLOCATION, FINETUNE_SCALE_ATTR, LONG_FINETUNE, PREDICTOR, QUEUED, SAMPLER,
-                                      WARM_START)
+from slimsearch.search.origins import (ALLOCATION, FINETUNE_SCALE_ATTR, LONG_FINETUNE, PREDICTED_ATTR, PREDICTOR, QUEUED,
+                                      SAMPLER, WARM_START)
 from slimsearch.search.proposals import create_engine
 from slimsearch.search.proposals.base import History, Proposal
 from slimsearch.search.proposals.engine import SCHEDULE
@@ -50,6 +50,8 @@ def record(study, space, engine, proposal, accuracy=None, latency_ratio=None):
              "feasible": ratio <= 0.6, "violation": ratio / 0.6 - 1, "genome": proposal.genome}
     if proposal.finetune_scale != 1.0:
         attrs[FINETUNE_SCALE_ATTR] = proposal.finetune_scale
+    if proposal.predicted:
+        attrs[PREDICTED_ATTR] = proposal.predicted
     study.add_trial(optuna.trial.create_trial(
         params=space.params(proposal.candidate), distributions=space_distributions(space),
         values=[float(predicted.accuracy[0]) if accuracy is None else accuracy, ratio * TEACHER["latency_ms"], float(predicted.size_bytes[0])],
@@ -87,6 +89,21 @@ def test_allocation_meets_its_latency_targets_with_less_as_targets_tighten(setup
     shrunk = allocation.allocate(0.6, floor=2)
     assert knowledge.predict(shrunk[None, :]).size_bytes[0] < predicted.size_bytes[0]
     assert knowledge.predict(shrunk[None, :]).latency_ratio[0] <= 0.6 * 1.01
+
+
+def test_the_allocations_walks_may_take_every_float_layer_to_int8_in_one_step(setup):
+    """One layer at int8 adds a quantize and a dequantize around it; on a small network that costs
+    more than its kernel saves, so only the whole model at once reaches the int8 models."""
+    engine, _ = engine_for(setup)
+    allocation = engine.proposers[ALLOCATION]
+    encoding = engine.encoding
+    quant = encoding.columns("quant")
+    int8 = [encoding.knobs[c].domain.options.index("8-uniform") for c in quant]
+    moves = allocation._moves(encoding.default, speed=True, floor=None)
+    whole = [m for m in moves if np.array_equal(m[quant], int8)]
+    assert len(whole) == 1 and np.array_equal(np.delete(whole[0], quant), np.delete(encoding.default, quant))
+    kept = allocation._moves(encoding.default, speed=True, floor=None, precision=False)
+    assert not any(np.any(m[quant] != encoding.default[quant]) for m in kept)  # the walks that keep float
 
 
 def test_the_allocation_takes_each_aim_once_start_target_and_floor(setup):

@@ -16,7 +16,8 @@ knapsack; the predictors (search/predictors.py) supply both sides of every ratio
 Each call walks from the teacher to TARGETS (fractions of the latency budget) and from each of the
 front's fastest accurate models to BEYOND_FRONT (fractions of its own latency), with every floor,
 and once more keeping the start's bit widths (pruning and float substitutions only, no size
-phase: the cheapest models to fine-tune, which fake quantization is not), and proposes the allocation predicted to add the most hypervolume to the front per second of its
+phase: the cheapest models to fine-tune, which fake quantization is not), and proposes the
+allocation predicted to add the most hypervolume to the front per second of its
 trial (Knowledge.best_per_second), inside the trust region (search/proposals/trust.py); none already
 in the study, no aim (start, target, floor) an allocation trial already took, and nothing when
 no allocation is worth a trial (Knowledge.worth_a_trial). So the targets move with the front.
@@ -92,7 +93,8 @@ class AllocationProposer(Proposer):
                     for floor in variant_floors:
                         if not _aimed_at(start, target, floor, history):
                             fast_rows.append(fast)
-                            aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
+                            aims.append({"start": float(start), "target_ratio": float(target),
+                                         "floor": float(floor or 0)})
         # The size phase is most of the cost: only for aims that could add something even if it
         # took every layer down to the floor at no loss.
         promising = self._promising(fast_rows, [aim["floor"] for aim in aims], history, rng)

@@ -111,6 +111,11 @@ class Knowledge:
                          lower_bound_ratio=self.latency.predict(rows, lower_bound=True, features=features),
                          size_bytes=features["size_bytes"])
 
+    def latency_and_accuracy(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`predict`'s latency ratio and accuracy alone: what a greedy walk weighs each step by."""
+        rows = np.atleast_2d(rows)
+        return self.latency.predict(rows), self.accuracy.predict(rows)
+
     def objectives(self, accuracy, latency_ratio, size_bytes) -> np.ndarray:
         """(n, 3), all minimised: relative accuracy loss, log10 latency ratio, log10 size ratio."""
         accuracy = np.asarray(accuracy, dtype=float)

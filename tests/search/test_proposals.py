@@ -9,6 +9,7 @@ from slimsearch.config import SearchConfig
 from slimsearch.search.origins import (ALLOCATION, FINETUNE_SCALE_ATTR, LONG_FINETUNE, PREDICTED_ATTR, PREDICTOR, QUEUED,
                                       SAMPLER, WARM_START)
 from slimsearch.search.proposals import create_engine
+from slimsearch.search.proposals.allocation import HALF_BITS
 from slimsearch.search.proposals.base import History, Proposal
 from slimsearch.search.proposals.engine import SCHEDULE
 from slimsearch.search.proposals.knowledge import FAILURE_MARGIN
@@ -104,6 +105,21 @@ def test_the_allocations_walks_may_take_every_float_layer_to_int8_in_one_step(se
     assert len(whole) == 1 and np.array_equal(np.delete(whole[0], quant), np.delete(encoding.default, quant))
     kept = allocation._moves(encoding.default, speed=True, floor=None, precision=False)
     assert not any(np.any(m[quant] != encoding.default[quant]) for m in kept)  # the walks that keep float
+
+
+def test_the_walks_that_keep_float_shrink_to_float16_weights_and_no_lower(setup):
+    """float16 weights deploy at float's speed in half the bytes, and fine-tune as cheaply; integer
+    widths need fake quantization, which the walks that keep float exist to avoid."""
+    engine, _ = engine_for(setup)
+    allocation = engine.proposers[ALLOCATION]
+    encoding = engine.encoding
+    quant = encoding.columns("quant")
+    half = [encoding.knobs[c].domain.options.index("16-float") for c in quant]
+    shrunk = allocation._shrink(encoding.default, HALF_BITS)
+    assert np.array_equal(shrunk[quant], half)  # every layer: predicted free in accuracy and latency
+    assert np.array_equal(np.delete(shrunk, quant), np.delete(encoding.default, quant))
+    sizes = engine.knowledge.predict(np.array([encoding.default, shrunk])).size_bytes
+    assert sizes[1] < 0.6 * sizes[0]
 
 
 def test_the_allocation_takes_each_aim_once_start_target_and_floor(setup):

@@ -15,8 +15,9 @@ knapsack; the predictors (search/predictors.py) supply both sides of every ratio
 
 Each call walks from the teacher to TARGETS (fractions of the latency budget) and from each of the
 front's fastest accurate models to BEYOND_FRONT (fractions of its own latency), with every floor,
-and once more keeping the start's bit widths (pruning and float substitutions only, no size
-phase: the cheapest models to fine-tune, which fake quantization is not), and proposes the
+and once more keeping the start's precision (pruning and float substitutions only, and a size
+phase that takes float layers to float16 weights alone: the cheapest models to fine-tune, which
+fake integer quantization is not, at half the bytes), and proposes the
 allocation predicted to add the most hypervolume to the front per second of its
 trial (Knowledge.best_per_second), inside the trust region (search/proposals/trust.py); none already
 in the study, no aim (start, target, floor) an allocation trial already took, and nothing when
@@ -42,11 +43,13 @@ BEYOND_FRONT = (1.0, 0.85, 0.7)
 FRONT_STARTS = 4  # the front's fastest accurate models walked on from
 FROM_TEACHER = -1  # the start of a walk from the teacher, as trials record it
 FLOORS = (4, 2)  # the lowest width the size phase may give a layer: a cautious and a bold variant
-# The variant that lowers no bit width, as its aims record it. Without a warm start every walk
+# The variant that keeps float precision, as its aims record it. Without a warm start every walk
 # used to end in the size phase: resnet18's first allocations were full-width models at 2-4 bits,
 # accurate but 4.4-5.5x faster where the grid's pruned float ones reached 10x and more, and 33-44 s
-# a trial to fine-tune against 4-18 s.
+# a trial to fine-tune against 4-18 s. Its size phase goes no lower than float16 weights, which
+# deploy at float's speed (ONNX Runtime casts them back at load on a CPU) in half the bytes.
 PRECISION_KEPT = 32
+HALF_BITS = 16
 PRUNE_STEP = 0.05  # the ratio grid when a knob has none of its own
 SIZE_STEP_TOLERANCE = 0.002  # predicted accuracy one bit-width step may cost in the size phase
 MAX_STEPS = 400
@@ -144,8 +147,8 @@ class AllocationProposer(Proposer):
         lowest = row.copy()
         for column in self.knowledge.encoding.columns("quant"):
             options = knobs[column].domain.options
-            if f"{floor}-uniform" in options and decode_choice(options[int(row[column])])[0] > floor:
-                lowest[column] = options.index(f"{floor}-uniform")
+            if _option(floor) in options and decode_choice(options[int(row[column])])[0] > floor:
+                lowest[column] = options.index(_option(floor))
         return lowest
 
     def allocate(self, target_ratio: float, floor: int | None) -> np.ndarray | None:
@@ -272,9 +275,10 @@ class AllocationProposer(Proposer):
                 moves.append(_with(row, column, options.index("8-uniform")))
                 integer[column] = options.index("8-uniform")
             if not speed and floor is not None:
-                lower = [b for b in (INTEGER_BITS, 4, 2) if floor <= b < bits and f"{b}-uniform" in options]
+                widths = (HALF_BITS,) if floor == HALF_BITS else (INTEGER_BITS, 4, 2)
+                lower = [b for b in widths if floor <= b < bits and _option(b) in options]
                 if lower:
-                    moves.append(_with(row, column, options.index(f"{max(lower)}-uniform")))
+                    moves.append(_with(row, column, options.index(_option(max(lower)))))
         if speed and precision and np.count_nonzero(integer != row) > 1:
             moves.append(integer)
         return np.array(moves).reshape(len(moves), encoding.width)
@@ -303,7 +307,12 @@ class AllocationProposer(Proposer):
 def _size_phase_floor(aim_floor: float) -> int | None:
     """The size phase's floor for an aim's recorded floor (None: no size phase)."""
     floor = int(aim_floor)
-    return None if floor in (0, PRECISION_KEPT) else floor
+    return None if floor == 0 else HALF_BITS if floor == PRECISION_KEPT else floor
+
+
+def _option(bits: int) -> str:
+    """The quant knob's option for a size-phase width: float16 weights, or uniform integers."""
+    return "16-float" if bits == HALF_BITS else f"{bits}-uniform"
 
 
 def _aimed_at(start: int, target: float, floor: int | None, history: History) -> bool:

@@ -32,7 +32,7 @@ from slimsearch.search.origins import ALLOCATION
 from slimsearch.search.pareto import pareto_indices
 from slimsearch.search.proposals.base import History, Proposal, Proposer
 from slimsearch.search.proposals.knowledge import Knowledge
-from slimsearch.search.proposals.trust import Limits
+from slimsearch.search.proposals.trust import Limits, TrustRegion
 from slimsearch.spaces.quant import INTEGER_BITS, decode_choice
 
 # Latency targets as fractions of the budget, walked to from the teacher.
@@ -71,38 +71,7 @@ class AllocationProposer(Proposer):
         # as far as the budget before anything has been measured.
         # The walks' targets keep the latency floor even then; what the size phase adds may go below it.
         region = knowledge.trust_region(history, open_start=True)
-        floors = [f for f in FLOORS if f in self._widths()] or [None]
-        budget = knowledge.budget_ratio
-        # Walks from the teacher to fractions of the budget, and from each accurate model on the
-        # front to fractions of its own (predicted) latency: a short search goes on from where it
-        # already is, NetAdapt's way, instead of reallocating from the teacher every time.
-        walks = [(FROM_TEACHER, knowledge.encoding.default, [budget * fraction for fraction in TARGETS])]
-        for record in self._front_starts(history):
-            start_ratio = float(knowledge.predict(record.row[None, :]).latency_ratio[0])
-            walks.append((record.number, record.row, [start_ratio * fraction for fraction in BEYOND_FRONT]))
-        variants = [(True, floors)]
-        if floors != [None]:  # a space with bit widths to lower: walks that lower none as well
-            variants.append((False, [PRECISION_KEPT]))
-        plans = []  # (start's number, the floors still open per target, whether int8 is allowed, start's row)
-        for start, row, targets in walks:
-            targets = list(dict.fromkeys(targets))
-            for precision, variant_floors in variants:
-                # Before any accurate model, the walks that keep float may aim past the latency floor:
-                # the size phase takes the others far below theirs (on resnet18, aimed at 0.45x, they
-                # measured 0.15-0.27x), and a float walk held at 0.45x, 2.2x the teacher's speed,
-                # never beat them, so the first models were still full-width 2-bit ones.
-                # Aims already taken are not walked to: the walk stops at the last target still open.
-                open_floors = {t: [f for f in variant_floors if not _aimed_at(start, t, f, history)] for t in targets
-                               if t >= region.latency_floor or (region.open and not precision)}
-                plans.append((start, {t: floors for t, floors in open_floors.items() if floors}, precision, row))
-        paths = self._speed_paths([(row, list(open_floors), precision) for _, open_floors, precision, row in plans],
-                                  region.limits)
-        fast_rows, aims = [], []
-        for (start, open_floors, _, _), path in zip(plans, paths):
-            for target, fast in path.items():
-                for floor in open_floors[target]:
-                    fast_rows.append(fast)
-                    aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
+        fast_rows, aims = self._walks(history, region)
         # The size phase is most of the cost: only for aims that could add something even if it
         # took every layer down to the floor at no loss.
         promising = self._promising(fast_rows, [aim["floor"] for aim in aims], history, rng)
@@ -129,6 +98,44 @@ class AllocationProposer(Proposer):
             return None
         best = int(index[chosen])
         return Proposal(candidates[best], ALLOCATION, predicted=predicted.record(best, **aims[best]))
+
+    def _walks(self, history: History, region: TrustRegion) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+        """Every walk's rows at the targets it met, before the size phase, each with its aim
+        (start, target, floor); aims an allocation trial already took are left out."""
+        knowledge = self.knowledge
+        floors = [f for f in FLOORS if f in self._widths()] or [None]
+        budget = knowledge.budget_ratio
+        # Walks from the teacher to fractions of the budget, and from each accurate model on the
+        # front to fractions of its own (predicted) latency: a short search goes on from where it
+        # already is, NetAdapt's way, instead of reallocating from the teacher every time.
+        walks = [(FROM_TEACHER, knowledge.encoding.default, [budget * fraction for fraction in TARGETS])]
+        for record in self._front_starts(history):
+            start_ratio = float(knowledge.predict(record.row[None, :]).latency_ratio[0])
+            walks.append((record.number, record.row, [start_ratio * fraction for fraction in BEYOND_FRONT]))
+        variants = [(True, floors)]
+        if floors != [None]:  # a space with bit widths to lower: walks that lower none as well
+            variants.append((False, [PRECISION_KEPT]))
+        plans = []  # (start's number, the floors still open per target, whether int8 is allowed, start's row)
+        for start, row, targets in walks:
+            targets = list(dict.fromkeys(targets))
+            for precision, variant_floors in variants:
+                # Before any accurate model, the walks that keep float may aim past the latency floor:
+                # the size phase takes the others far below theirs (on resnet18, aimed at 0.45x, they
+                # measured 0.15-0.27x), and a float walk held at 0.45x, 2.2x the teacher's speed,
+                # never beat them, so the first models were still full-width 2-bit ones.
+                # Aims already taken are not walked to: the walk stops at the last target still open.
+                open_floors = {t: [f for f in variant_floors if not _aimed_at(start, t, f, history)] for t in targets
+                               if t >= region.latency_floor or (region.open and not precision)}
+                plans.append((start, {t: left for t, left in open_floors.items() if left}, precision, row))
+        paths = self._speed_paths([(row, list(open_floors), precision) for _, open_floors, precision, row in plans],
+                                  region.limits)
+        fast_rows, aims = [], []
+        for (start, open_floors, _, _), path in zip(plans, paths):
+            for target, fast in path.items():
+                for floor in open_floors[target]:
+                    fast_rows.append(fast)
+                    aims.append({"start": float(start), "target_ratio": float(target), "floor": float(floor or 0)})
+        return fast_rows, aims
 
     def _promising(self, rows: list[np.ndarray], floors: list[float], history: History,
                    rng: np.random.Generator) -> list[int]:

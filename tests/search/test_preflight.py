@@ -65,15 +65,19 @@ def test_a_budget_pruning_meets_is_not_refused_because_the_most_compressed_candi
     assert candidates["the most compressed candidate"] == space.extreme_candidate()
     pruned = candidates["prune alone at its extreme"]
     assert set(pruned.family("prune").values()) == {0.9} and set(pruned.family("lowrank").values()) == {1.0}
-    # Three windows each, the median ratio: on a noisy 2-core machine one window put pruning alone at
-    # 0.84 of the extreme candidate, where it measures 0.58-0.63 (its chain of tiny layers is half
-    # the extreme's, which factorises every one of them into two).
-    extremes = [_measure(context, space.extreme_candidate()) for _ in range(3)]
-    alone = [_measure(context, pruned) for _ in range(3)]
+    # Five windows each, the median ratio: on a noisy 2-core machine one window put pruning alone at
+    # 0.84 of the extreme candidate, where it measures 0.58-0.75 (its chain of tiny layers is half
+    # the extreme's, which factorises every one of them into two); CI's machine once put the
+    # medians of three at 0.84 too, so the gap asked for is a tenth.
+    extremes = [_measure(context, space.extreme_candidate()) for _ in range(5)]
+    alone = [_measure(context, pruned) for _ in range(5)]
     extreme_ratio = float(np.median([m.student.value_ms / m.teacher.value_ms for m in extremes]))
     pruned_ratio = float(np.median([m.speedup ** -1 for m in alone]))
-    assert pruned_ratio < 0.8 * extreme_ratio, (pruned_ratio, extreme_ratio)  # the model does what it is built for
-    budget = f"{(pruned_ratio + extreme_ratio) / 2:.3f}x"
+    assert pruned_ratio < 0.9 * extreme_ratio, (pruned_ratio, extreme_ratio)  # the model does what it is built for
+    # A third of the way from pruning alone to the extreme (geometrically): the extreme misses it unless
+    # its window runs 7% fast or more, and pruning alone is refused only 14% slow or more (the 10% margin
+    # on top), and only when every candidate timed after it misses too.
+    budget = f"{pruned_ratio * (extreme_ratio / pruned_ratio) ** (1 / 3):.3f}x"
     teacher = preflight(_with_budget(context, budget), Console(quiet=True))
     timed = teacher["preflight_timed"]
     assert timed[0]["candidate"] == "the most compressed candidate" and len(timed) >= 2

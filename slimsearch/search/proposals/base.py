@@ -70,13 +70,12 @@ class History:
     def fine_tuned(self) -> list[Record]:
         return [r for r in self.records if r.fine_tuned and r.row is not None and r.accuracy is not None]
 
-    def trained(self, *, standard: bool = False) -> list[tuple[Record, float]]:
-        """(record, accuracy) of every trial that was fine-tuned at all: to the end, or screened out
-        after its short fine-tune (whose accuracy then understates what the full one would reach,
-        which only makes the accuracy model warier where candidates collapse); `standard`: only
-        those given the configured fine-tune, not a long one."""
+    def trained(self, *, standard: bool = False, screened: bool = True) -> list[tuple[Record, float]]:
+        """(record, accuracy) of every trial that was fine-tuned at all: to the end, or (`screened`)
+        screened out after its short fine-tune, whose accuracy then understates what the full one
+        would reach; `standard`: only those given the configured fine-tune, not a long one."""
         return [(r, r.accuracy if r.accuracy is not None else r.screened_accuracy) for r in self.records
-                if r.row is not None and (r.accuracy is not None or r.screened_accuracy is not None)
+                if r.row is not None and (r.accuracy is not None or (screened and r.screened_accuracy is not None))
                 and not (standard and r.finetune_scale != 1.0)]
 
     def count(self, origin: str) -> int:
